@@ -1,0 +1,158 @@
+"""Resolve the settings of one run: hyperparams.py, then config files and --name=value overrides
+in the order given (nanoGPT's configurator, with type checks).
+
+Values that are set explicitly are pinned and hyperparams.py is evaluated again around them, so
+the constants it derives (BATCH_SIZE, LR, END_LR follow K) follow the final values.
+"""
+
+import ast
+import inspect
+import types
+
+import hyperparams
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it and what is allowed."""
+
+
+def load_config(argv):
+    """Settings as a SimpleNamespace of upper-case names, from ``[FILE.py ...] [--name=value ...]``."""
+    defaults = constants(hyperparams)
+    explicit = {}
+    for arg in argv:
+        if arg.startswith("--"):
+            name, value = _parse_override(arg, defaults)
+            explicit[name] = value
+        else:
+            explicit.update(_run_config_file(arg, {**defaults, **explicit}))
+    if "BATCH_SIZE" in explicit and "K" not in explicit:
+        explicit["K"] = _batch_multiple(explicit["BATCH_SIZE"], explicit.get("BASE_BATCH_SIZE", defaults["BASE_BATCH_SIZE"]))
+    return types.SimpleNamespace(**_evaluate_with_pins(explicit))
+
+
+def constants(module_or_namespace):
+    """The upper-case names of a module or namespace, as a dict."""
+    return {k: v for k, v in vars(module_or_namespace).items() if k.isupper()}
+
+
+def _parse_override(arg, defaults):
+    if "=" not in arg:
+        raise ConfigError(f"override {arg!r} must be --name=value")
+    key, text = arg[2:].split("=", 1)
+    name = key.upper()
+    if name not in defaults:
+        raise ConfigError(f"unknown setting --{key}: not a constant in hyperparams.py")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text  # a bare word such as --model=resnet20 is a string
+    return name, _checked(name, value, defaults[name])
+
+
+def _run_config_file(path, current):
+    """Execute a config file with the current settings visible; return what it assigned."""
+    try:
+        with open(path) as f:
+            source = f.read()
+    except OSError as e:
+        raise ConfigError(f"config file {path!r} cannot be read: {e.strerror}") from None
+    namespace = _RecordingNamespace(current)
+    exec(compile(source, path, "exec"), {"__builtins__": __builtins__}, namespace)
+    assigned = {}
+    for name in namespace.assigned:
+        if name.isupper():
+            if name not in current:
+                raise ConfigError(f"unknown setting {name} in {path}: not a constant in hyperparams.py")
+            assigned[name] = _checked(name, namespace[name], current[name])
+    return assigned
+
+
+class _RecordingNamespace(dict):
+    """A namespace that remembers which names were assigned to."""
+
+    def __init__(self, initial):
+        super().__init__(initial)
+        self.assigned = []
+
+    def __setitem__(self, key, value):
+        self.assigned.append(key)
+        super().__setitem__(key, value)
+
+
+class _PinnedNamespace(dict):
+    """A namespace whose pinned names keep their values when assigned to."""
+
+    def __init__(self, pins):
+        super().__init__(pins)
+        self.pins = set(pins)
+
+    def __setitem__(self, key, value):
+        if key not in self.pins:
+            super().__setitem__(key, value)
+
+
+def _evaluate_with_pins(explicit):
+    source = inspect.getsource(hyperparams)
+    namespace = _PinnedNamespace(explicit)
+    exec(compile(source, hyperparams.__file__, "exec"), {"__builtins__": __builtins__}, namespace)
+    return {name: namespace[name] for name in constants(hyperparams)}  # in hyperparams.py's order
+
+
+def _batch_multiple(batch_size, base):
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"BATCH_SIZE must be a positive integer, got {batch_size!r}")
+    return batch_size // base if batch_size % base == 0 else batch_size / base
+
+
+def _allowed_types(name, default):
+    annotation = getattr(hyperparams, "__annotations__", {}).get(name)
+    if annotation is not None:
+        return getattr(annotation, "__args__", (annotation,))
+    return (type(default),)
+
+
+def _checked(name, value, default):
+    allowed = _allowed_types(name, default)
+    if float in allowed and type(value) is int:
+        value = float(value)
+    if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+        wanted = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+        raise ConfigError(f"{name} must be {wanted}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def validate(cfg, world_size=1, model_names=()):
+    """Raise ConfigError for the first setting that cannot run; ``model_names`` lists MODEL's choices."""
+    _require(cfg, "BATCH_SIZE", _is_int(cfg.BATCH_SIZE) and cfg.BATCH_SIZE > 0, "a positive integer")
+    _require(cfg, "BATCH_SIZE", cfg.BATCH_SIZE % world_size == 0,
+             f"a multiple of the number of processes ({world_size})")
+    per_rank = cfg.BATCH_SIZE // world_size
+    micro = cfg.MICRO_BATCH_SIZE
+    _require(cfg, "MICRO_BATCH_SIZE", micro is None or _is_int(micro) and micro > 0 and per_rank % micro == 0,
+             f"None or a positive divisor of the per-process batch ({per_rank})")
+    for name in ("LR", "BASE_LR", "WEIGHT_DECAY", "LARS_WEIGHT_DECAY", "TRUST_COEF", "END_LR"):
+        _require(cfg, name, getattr(cfg, name) >= 0, ">= 0")
+    _require(cfg, "MOMENTUM", 0 <= cfg.MOMENTUM < 1, "in [0, 1)")
+    _require(cfg, "NUM_EPOCHS", cfg.NUM_EPOCHS > 0, "a positive integer")
+    _require(cfg, "WARMUP_EPOCHS", 0 <= cfg.WARMUP_EPOCHS < cfg.NUM_EPOCHS,
+             f">= 0 and fewer than NUM_EPOCHS ({cfg.NUM_EPOCHS})")
+    _require(cfg, "WARMUP_MULTIPLIER", cfg.WARMUP_MULTIPLIER >= 1, ">= 1")
+    _require(cfg, "LR_SCHEDULE", cfg.LR_SCHEDULE in ("poly", "step"), '"poly" or "step"')
+    _require(cfg, "STEP_EPOCHS", cfg.STEP_EPOCHS > 0, "a positive integer")
+    _require(cfg, "MODEL", cfg.MODEL in model_names, "one of " + ", ".join(model_names))
+    _require(cfg, "TRAIN_SUBSET", cfg.TRAIN_SUBSET is None or cfg.TRAIN_SUBSET >= per_rank,
+             f"None or at least the per-process batch ({per_rank})")
+    for name in ("NUM_WORKERS", "NUM_THREADS", "PRECISE_BN"):
+        _require(cfg, name, getattr(cfg, name) >= 0, ">= 0")
+    _require(cfg, "DEVICE", cfg.DEVICE in ("auto", "cpu") or cfg.DEVICE.startswith("cuda"),
+             '"auto", "cpu", "cuda" or "cuda:N"')
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(cfg, name, ok, allowed):
+    if not ok:
+        raise ConfigError(f"{name} = {getattr(cfg, name)!r} is not allowed: must be {allowed}")

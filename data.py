@@ -1,0 +1,230 @@
+"""CIFAR-10 as uint8 tensors, with augmentation done on whole batches (as KellerJordan/airbench).
+
+Two sources under DATA_DIR:
+- an image folder ``train/<class>/*`` and ``test/<class>/*`` (any format Pillow reads; sorted
+  class folders give the label order), decoded once and cached as ``cifar10-uint8.pt``;
+- torchvision's official CIFAR-10 release (downloaded when missing, if there is internet).
+"""
+
+import os
+from multiprocessing import Pool
+
+import numpy as np
+import torch
+
+CACHE_NAME = "cifar10-uint8.pt"
+CACHE_VERSION = 1
+IMAGE_SIZE = 32
+PAD = 4
+SUBSET_SEED = 0  # TRAIN_SUBSET takes the first N of this fixed shuffle, the same for every SEED
+
+
+class DataError(RuntimeError):
+    """The data cannot be found or read; the message says how to provide it."""
+
+
+def load_cifar10(data_dir, num_workers=0):
+    """Dict of uint8 NHWC ``train_images``/``test_images``, int64 labels, ``classes``, and the
+    training set's per-channel ``mean`` and ``std`` (fractions of 255)."""
+    if _is_image_folder(data_dir):
+        data = _load_image_folder_cached(data_dir, num_workers)
+    else:
+        data = _load_torchvision(data_dir)
+    data["mean"], data["std"] = channel_stats(data["train_images"])
+    return data
+
+
+def subset(data, n):
+    """The first ``n`` training images of a fixed shuffle (``n=None``: all of them)."""
+    if n is None:
+        return data
+    order = torch.randperm(len(data["train_labels"]), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n]
+    return {**data, "train_images": data["train_images"][order], "train_labels": data["train_labels"][order]}
+
+
+def channel_stats(images):
+    """Per-channel mean and std of uint8 NHWC images, as fractions of 255 (float64 sums)."""
+    pixels = images.reshape(-1, images.shape[-1])
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    for chunk in pixels.split(1 << 22):
+        chunk = chunk.double()
+        total += chunk.sum(0)
+        total_sq += chunk.square().sum(0)
+    mean = total / len(pixels)
+    std = (total_sq / len(pixels) - mean.square()).sqrt()
+    return (mean / 255).float(), (std / 255).float()
+
+
+# --- sources -------------------------------------------------------------------------------
+
+def _no_data_message(data_dir):
+    return (f"no CIFAR-10 found in DATA_DIR={data_dir!r}. Either unpack the image folders there "
+            f"(tar xzf cifar10-jpg.tar.gz gives cifar10/train/<class>/*.jpg and cifar10/test/...; "
+            f"point DATA_DIR at that cifar10 folder), or give a directory where torchvision can "
+            f"download the official release (needs internet)")
+
+
+def _is_image_folder(data_dir):
+    return all(os.path.isdir(os.path.join(data_dir, split)) for split in ("train", "test"))
+
+
+def _load_torchvision(data_dir):
+    import torchvision  # only this source needs it
+
+    try:
+        splits = [torchvision.datasets.CIFAR10(data_dir, train=t, download=True) for t in (True, False)]
+    except Exception as e:  # no internet, unwritable directory, corrupt archive
+        raise DataError(f"{_no_data_message(data_dir)} (download failed: {e})") from None
+    (train, test) = splits
+    return {
+        "train_images": torch.from_numpy(train.data), "train_labels": torch.tensor(train.targets),
+        "test_images": torch.from_numpy(test.data), "test_labels": torch.tensor(test.targets),
+        "classes": list(train.classes),
+    }
+
+
+def _list_image_folder(data_dir):
+    """Sorted class names and, per split, the (path, label) list."""
+    classes = sorted(e.name for e in os.scandir(os.path.join(data_dir, "train")) if e.is_dir())
+    files = {}
+    for split in ("train", "test"):
+        files[split] = [
+            (os.path.join(data_dir, split, name, f), label)
+            for label, name in enumerate(classes)
+            if os.path.isdir(os.path.join(data_dir, split, name))
+            for f in sorted(os.listdir(os.path.join(data_dir, split, name)))
+        ]
+        if not files[split]:
+            raise DataError(f"{_no_data_message(data_dir)} ({split}/ has no class folders with images)")
+    return classes, files
+
+
+def _load_image_folder_cached(data_dir, num_workers):
+    classes, files = _list_image_folder(data_dir)
+    fingerprint = {"version": CACHE_VERSION, "classes": classes,
+                   "counts": {split: len(f) for split, f in files.items()}}
+    cache_path = os.path.join(data_dir, CACHE_NAME)
+    cached = _read_cache(cache_path)
+    if cached is not None and cached["fingerprint"] == fingerprint:
+        return cached["data"]
+    data = {"classes": classes}
+    for split, split_files in files.items():
+        data[f"{split}_images"] = _decode_all([p for p, _ in split_files], num_workers)
+        data[f"{split}_labels"] = torch.tensor([label for _, label in split_files])
+    _write_cache(cache_path, {"fingerprint": fingerprint, "data": data})
+    return data
+
+
+def _read_cache(path):
+    if not os.path.exists(path):
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception:
+        return None  # a stale or damaged cache is rebuilt
+
+
+def _write_cache(path, payload):
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except OSError:  # a read-only data directory: run without a cache
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _decode_all(paths, num_workers):
+    chunks = [paths[i:i + 2000] for i in range(0, len(paths), 2000)]
+    if num_workers > 1:
+        with Pool(num_workers) as pool:
+            arrays = pool.map(_decode_chunk, chunks)
+    else:
+        arrays = [_decode_chunk(c) for c in chunks]
+    return torch.from_numpy(np.concatenate(arrays))
+
+
+def _decode_chunk(paths):
+    from PIL import Image
+
+    out = np.empty((len(paths), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"))
+        except OSError as e:
+            raise DataError(f"cannot read image {path}: {e}") from None
+        if array.shape != out.shape[1:]:
+            raise DataError(f"image {path} is {array.shape[1]}x{array.shape[0]}, expected 32x32")
+        out[i] = array
+    return out
+
+
+# --- batches -------------------------------------------------------------------------------
+
+class Batches:
+    """Training and test batches from uint8 data kept on ``device``.
+
+    An epoch's order and augmentation (random crop from a 4-pixel zero padding, horizontal
+    flip, drawn per image) depend only on (seed, epoch), so a resumed run and a run split over
+    any number of processes see exactly the same images. Process ``rank`` of ``world_size``
+    takes its slice of every global batch; the last incomplete batch of an epoch is dropped so
+    every step has the same size.
+    """
+
+    def __init__(self, data, device, channels_last=True):
+        self.device = device
+        self.channels_last = channels_last
+        train = data["train_images"].to(device)
+        self.train_padded = torch.nn.functional.pad(train, (0, 0, PAD, PAD, PAD, PAD))
+        self.train_labels = data["train_labels"].to(device)
+        self.test_images = data["test_images"].to(device)
+        self.test_labels = data["test_labels"].to(device)
+        self.mean = (data["mean"] * 255).to(device).view(1, 3, 1, 1)
+        self.std = (data["std"] * 255).to(device).view(1, 3, 1, 1)
+        self.arange = torch.arange(IMAGE_SIZE, device=device)
+
+    @property
+    def num_train(self):
+        return len(self.train_labels)
+
+    def steps_per_epoch(self, batch_size):
+        return self.num_train // batch_size
+
+    def train_epoch(self, epoch, seed, batch_size, rank=0, world_size=1):
+        """Yield (images, labels) for this process: ``batch_size // world_size`` per step."""
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        n = self.num_train
+        order = torch.randperm(n, generator=generator)
+        shifts = torch.randint(0, 2 * PAD + 1, (n, 2), generator=generator)
+        flips = torch.randint(0, 2, (n,), generator=generator).bool()
+        per_rank = batch_size // world_size
+        for step in range(self.steps_per_epoch(batch_size)):
+            start = step * batch_size + rank * per_rank
+            index = order[start:start + per_rank]
+            yield self._augmented(index.to(self.device), shifts[index].to(self.device),
+                                  flips[index].to(self.device))
+
+    def train_eval_batches(self, batch_size, count):
+        """The first ``count`` un-augmented training batches (for recomputing BN statistics)."""
+        for step in range(min(count, self.steps_per_epoch(batch_size))):
+            center = self.train_padded[step * batch_size:(step + 1) * batch_size, PAD:-PAD, PAD:-PAD]
+            yield self._normalised(center)
+
+    def test_batches(self, batch_size, rank=0, world_size=1):
+        """Yield (images, labels) of this process's share of the test set, each image once."""
+        for start in range(rank * batch_size, len(self.test_labels), batch_size * world_size):
+            yield (self._normalised(self.test_images[start:start + batch_size]),
+                   self.test_labels[start:start + batch_size])
+
+    def _augmented(self, index, shifts, flips):
+        rows = shifts[:, :1] + self.arange
+        columns = shifts[:, 1:] + torch.where(flips[:, None], IMAGE_SIZE - 1 - self.arange, self.arange)
+        crops = self.train_padded[index[:, None, None], rows[:, :, None], columns[:, None, :]]
+        return self._normalised(crops), self.train_labels[index]
+
+    def _normalised(self, images_nhwc):
+        # NHWC uint8 -> NCHW float whose strides are already channels-last.
+        images = images_nhwc.permute(0, 3, 1, 2).float().sub_(self.mean).div_(self.std)
+        return images if self.channels_last else images.contiguous()

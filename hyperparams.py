@@ -1,0 +1,55 @@
+"""Every setting of train.py, val.py and sweep.py: edit here, or override per run with
+`python train.py [configs/FILE.py] [--name=value ...]` (see README.md).
+
+Defaults reproduce the original project's main protocol (batch 128, ResNet-50, 200 epochs).
+The lines marked "follows K" are recomputed from the final K when a config file or override
+changes K without setting them; setting BATCH_SIZE alone sets K = BATCH_SIZE / BASE_BATCH_SIZE.
+"""
+
+# --- batch size and learning rate ---
+BASE_BATCH_SIZE = 128  # the batch size BASE_LR is tuned for
+K = 1  # batch multiple: BATCH_SIZE = BASE_BATCH_SIZE * K
+BATCH_SIZE = BASE_BATCH_SIZE * K  # global batch per optimizer step, all processes (follows K)
+MICRO_BATCH_SIZE: int | None = None  # images per forward/backward pass; None = whole per-process batch
+BASE_LR = 0.05  # learning rate at BASE_BATCH_SIZE
+LR = BASE_LR * K  # LR at the start of warm-up: the linear scaling rule (follows K)
+
+# --- optimizer ---
+WITH_LARS = False  # True: LARS (lars.py); False: torch.optim.SGD
+MOMENTUM = 0.9  # momentum factor
+WEIGHT_DECAY = 5e-4  # weight decay with SGD
+LARS_WEIGHT_DECAY = 5e-3  # weight decay with LARS (the original's LARS runs)
+TRUST_COEF = 0.1  # LARS trust coefficient (the paper's eta)
+LARS_EXCLUDE_BN_BIAS = False  # True: biases and norm weights get neither adaptation nor decay
+
+# --- schedule, stepped once per optimizer step ---
+WARMUP_EPOCHS = 5  # linear warm-up from LR to LR * WARMUP_MULTIPLIER; 0 = start at the peak
+WARMUP_MULTIPLIER = 2.0  # peak LR = LR * WARMUP_MULTIPLIER
+LR_SCHEDULE = "poly"  # after warm-up: "poly" (to END_LR at the last step) or "step"
+POLY_POWER = 2.0  # power of the polynomial decay
+END_LR = 1e-5 * K  # LR at the last step with "poly" (follows K)
+STEP_EPOCHS = 50  # with "step": multiply the LR by STEP_GAMMA every STEP_EPOCHS after warm-up
+STEP_GAMMA = 0.1  # with "step": decay factor
+NUM_EPOCHS = 200  # epochs of training
+
+# --- model ---
+MODEL = "resnet50_imagenet"  # a name from models.MODELS; the original used torchvision's ResNet-50
+HE_INIT = True  # Kaiming-normal init of conv and linear weights
+
+# --- data ---
+DATA_DIR = "data"  # image folders DATA_DIR/{train,test}/<class>/, or torchvision's CIFAR-10 here
+TRAIN_SUBSET: int | None = None  # None = all 50,000 training images; N = first N of a fixed shuffle
+NUM_WORKERS = 2  # processes that decode an image folder into the cache (first run only)
+
+# --- speed ---
+AMP = False  # mixed precision: bf16 autocast on CPU, fp16 autocast + GradScaler on CUDA
+CHANNELS_LAST = True  # channels-last memory format for the model and batches
+COMPILE = False  # torch.compile the model
+PRECISE_BN = 0  # training batches to recompute BN statistics with before each evaluation; 0 = off
+
+# --- run ---
+CHECKPOINT_DIR = "checkpoint"  # where withLars-<batch>.pth / noLars-<batch>.pth are written
+RESUME = False  # continue the run saved in CHECKPOINT_DIR from its last epoch
+SEED = 0  # seeds the model init, the data order and the augmentation
+DEVICE = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda" or "cuda:N"
+NUM_THREADS = 0  # CPU threads per process; 0 = the cores divided among the local processes

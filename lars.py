@@ -1,0 +1,166 @@
+"""LARS: Layer-wise Adaptive Rate Scaling (You, Gitman & Ginsburg 2017, arXiv:1708.03888).
+
+Self-contained: imports only torch, so it can be copied into any project.
+
+For every parameter tensor w with gradient g, in a group with learning rate lr, momentum m,
+weight decay wd, trust coefficient tc and eps (Algorithm 1 of the paper when eps = 0)::
+
+    local = tc * ||w|| / (||g|| + wd * ||w|| + eps)      # local LR (the trust ratio)
+    local = 1                if ||w|| == 0 or ||g|| == 0   # zero-initialised tensors still learn
+    s     = lr * local                                      # per-tensor step size
+    s     = min(local, lr)   if trust_clip                  # LARC "clip" mode (apex)
+    s     = lr               if not adapt                   # adaptation off for this group
+    v     = m * v + s * (g + wd * w)                        # v starts at 0
+    w     = w - v                                           # or, if nesterov:
+    w     = w - (s * (g + wd * w) + m * v)
+
+The global LR sits inside the momentum, as in the paper. With ``adapt=False`` and a constant
+LR this is exactly ``torch.optim.SGD(lr, momentum, weight_decay, nesterov)``: SGD keeps
+``b = m * b + d`` and steps ``lr * b``, and ``v = lr * b``.
+
+Per-group options: ``adapt`` and ``weight_decay`` are independent, so a group of biases and
+normalisation weights can have neither (MLPerf-style exclusion) while a group with
+``weight_decay=0`` is still adapted unless ``adapt=False``.
+
+Two implementations give the same result: a readable per-tensor loop (``foreach=False``) and a
+multi-tensor one built on ``torch._foreach_*`` (``foreach=True``). ``foreach=None`` picks the
+faster one for the device (see benchmarks/optimizer_step.py). Neither reads a tensor value on
+the host on an accelerator (zero norms are handled with ``torch.where``), and neither modifies
+``p.grad``. With ``torch.amp.GradScaler``, ``scaler.step(optimizer)`` unscales the gradients
+before ``step()`` runs, so the trust ratio sees true gradients, and a step with inf/nan
+gradients is skipped whole.
+"""
+
+import torch
+from torch.optim import Optimizer
+
+__all__ = ["LARS"]
+
+
+class LARS(Optimizer):
+    """LARS optimizer; see the module docstring for the update rule.
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: global learning rate (required).
+        momentum: momentum factor m (default 0.9).
+        weight_decay: weight decay wd, coupled into the gradient (default 0).
+        trust_coef: trust coefficient tc, the paper's eta (default 0.001).
+        eps: added to the trust ratio's denominator (default 0, the paper's formula).
+        nesterov: Nesterov momentum (requires momentum > 0).
+        trust_clip: use min(local, lr) as the step size (LARC clipping) instead of lr * local.
+        adapt: apply the layer-wise trust ratio; False gives plain SGD for the group.
+        foreach: True for the multi-tensor implementation, False for the per-tensor loop,
+            None to pick the faster one for the parameters' device.
+    """
+
+    def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, trust_coef=0.001, eps=0.0,
+                 nesterov=False, trust_clip=False, adapt=True, foreach=None):
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
+                            ("trust_coef", trust_coef), ("eps", eps)):
+            if not value >= 0.0:
+                raise ValueError(f"LARS: invalid {name} {value!r}, must be >= 0")
+        if nesterov and momentum <= 0.0:
+            raise ValueError("LARS: nesterov requires momentum > 0")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                        trust_coef=trust_coef, eps=eps, nesterov=nesterov,
+                        trust_clip=trust_clip, adapt=adapt, foreach=foreach)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, bufs = self._collect(group)
+            if not params:
+                continue
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = _foreach_is_faster(params[0].device)
+            update = _multi_tensor_lars if foreach else _single_tensor_lars
+            update(params, grads, bufs, **_hyper(group))
+        return loss
+
+    def _collect(self, group):
+        """Parameters with gradients, their gradients and momentum buffers (created as zeros)."""
+        params, grads, bufs = [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("LARS does not support sparse gradients")
+            params.append(p)
+            grads.append(p.grad)
+            if group["momentum"] != 0.0:
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                bufs.append(state["momentum_buffer"])
+        return params, grads, bufs
+
+
+def _hyper(group):
+    keys = ("lr", "momentum", "weight_decay", "trust_coef", "eps", "nesterov", "trust_clip", "adapt")
+    return {k: group[k] for k in keys}
+
+
+def _foreach_is_faster(device):
+    # Measured by benchmarks/optimizer_step.py: on the CPU a foreach kernel is a loop over the
+    # tensors anyway and the per-tensor path makes fewer passes over memory.
+    return device.type != "cpu"
+
+
+def _step_sizes(w_norm, g_norm, *, lr, weight_decay, trust_coef, eps, trust_clip):
+    """Per-tensor step size s from (stacked or 0-dim) norms, without host synchronisation."""
+    local = trust_coef * w_norm / (g_norm + weight_decay * w_norm + eps)
+    local = torch.where((w_norm > 0) & (g_norm > 0), local, torch.ones_like(local))
+    return local.clamp(max=lr) if trust_clip else local * lr
+
+
+def _single_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust_coef, eps,
+                        nesterov, trust_clip, adapt):
+    for i, (w, g) in enumerate(zip(params, grads)):
+        d = g.add(w, alpha=weight_decay) if weight_decay != 0.0 else g
+        if adapt:
+            s = _step_sizes(w.norm(), g.norm(), lr=lr, weight_decay=weight_decay,
+                            trust_coef=trust_coef, eps=eps, trust_clip=trust_clip)
+        else:
+            s = torch.tensor(lr, dtype=w.dtype, device=w.device)
+        if momentum == 0.0:
+            w.addcmul_(d, s, value=-1.0)
+            continue
+        v = bufs[i]
+        v.mul_(momentum).addcmul_(d, s)
+        if nesterov:
+            w.addcmul_(d, s, value=-1.0).add_(v, alpha=-momentum)
+        else:
+            w.sub_(v)
+
+
+def _multi_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust_coef, eps,
+                       nesterov, trust_clip, adapt):
+    grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, bufs or [None] * len(params)])
+    for (device, _), ((ws, gs, vs), _) in grouped.items():
+        ds = torch._foreach_add(gs, ws, alpha=weight_decay) if weight_decay != 0.0 else gs
+        if adapt:
+            w_norm = torch.stack(torch._foreach_norm(ws))
+            g_norm = torch.stack(torch._foreach_norm(gs))
+            s = _step_sizes(w_norm, g_norm, lr=lr, weight_decay=weight_decay,
+                            trust_coef=trust_coef, eps=eps, trust_clip=trust_clip)
+        else:
+            s = torch.full((len(ws),), lr, dtype=ws[0].dtype, device=device)
+        s = list(s.unbind())
+        if momentum == 0.0:
+            torch._foreach_addcmul_(ws, ds, s, value=-1.0)
+            continue
+        torch._foreach_mul_(vs, momentum)
+        torch._foreach_addcmul_(vs, ds, s)
+        if nesterov:
+            torch._foreach_addcmul_(ws, ds, s, value=-1.0)
+            torch._foreach_add_(ws, vs, alpha=-momentum)
+        else:
+            torch._foreach_sub_(ws, vs)

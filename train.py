@@ -1,0 +1,278 @@
+"""Train a CIFAR-10 ResNet with SGD or LARS, as hyperparams.py says.
+
+    python train.py [configs/FILE.py] [--name=value ...]
+    torchrun --nproc_per_node=N train.py [configs/FILE.py] [--name=value ...]
+
+Exit status: 0 done, 2 bad input (nothing written), 3 diverged (checkpoint records it).
+"""
+
+import contextlib
+import math
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from config import ConfigError, constants, load_config, validate
+from data import Batches, DataError, load_cifar10, subset
+from lars import LARS
+from models import MODELS, build_model
+from scheduler import GradualWarmupScheduler, PolynomialLRDecay
+from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, fail,
+                   format_duration, format_settings, init_distributed, load_checkpoint,
+                   load_model_state, pick_device, process_from_env, save_checkpoint, set_threads,
+                   writable_dir_problem)
+
+# Settings that change how a run is executed but not what it computes: a resumed run may differ.
+OPERATIONAL_SETTINGS = {"RESUME", "DATA_DIR", "CHECKPOINT_DIR", "NUM_WORKERS", "NUM_THREADS",
+                        "DEVICE", "COMPILE"}
+EVAL_BATCH_SIZE = 1000
+
+
+def build_optimizer(model, cfg):
+    if not cfg.WITH_LARS:
+        return torch.optim.SGD(model.parameters(), lr=cfg.LR, momentum=cfg.MOMENTUM,
+                               weight_decay=cfg.WEIGHT_DECAY)
+    groups = [{"params": list(model.parameters())}]
+    if cfg.LARS_EXCLUDE_BN_BIAS:  # biases and norm weights are the 1-d tensors of these models
+        groups = [{"params": [p for p in model.parameters() if p.ndim > 1]},
+                  {"params": [p for p in model.parameters() if p.ndim <= 1], "adapt": False,
+                   "weight_decay": 0.0}]
+    return LARS(groups, lr=cfg.LR, momentum=cfg.MOMENTUM, weight_decay=cfg.LARS_WEIGHT_DECAY,
+                trust_coef=cfg.TRUST_COEF)
+
+
+def build_scheduler(optimizer, cfg, steps_per_epoch):
+    """Warm-up over WARMUP_EPOCHS, then poly decay reaching END_LR at the last step, or step decay."""
+    warmup_steps = cfg.WARMUP_EPOCHS * steps_per_epoch
+    total_steps = cfg.NUM_EPOCHS * steps_per_epoch
+    if cfg.LR_SCHEDULE == "poly":
+        after = PolynomialLRDecay(optimizer, max(1, total_steps - 1 - warmup_steps), cfg.END_LR, cfg.POLY_POWER)
+    else:
+        after = torch.optim.lr_scheduler.StepLR(optimizer, cfg.STEP_EPOCHS * steps_per_epoch, cfg.STEP_GAMMA)
+    return GradualWarmupScheduler(optimizer, cfg.WARMUP_MULTIPLIER, warmup_steps, after)
+
+
+class Trainer:
+    """One training run: model, optimizer, schedule, data and checkpoint of a resolved config."""
+
+    def __init__(self, cfg, process, device, data):
+        self.cfg, self.process, self.device = cfg, process, device
+        self.path = checkpoint_path(cfg)
+        self.per_rank_batch = cfg.BATCH_SIZE // process.world_size
+        self.micro_batch = cfg.MICRO_BATCH_SIZE or self.per_rank_batch
+        self.batches = Batches(data, device, cfg.CHANNELS_LAST)
+        self.steps_per_epoch = self.batches.steps_per_epoch(cfg.BATCH_SIZE)
+        torch.manual_seed(cfg.SEED)
+        memory_format = torch.channels_last if cfg.CHANNELS_LAST else torch.contiguous_format
+        self.model = build_model(cfg.MODEL, he_init=cfg.HE_INIT).to(device, memory_format=memory_format)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.AMP and device.type == "cuda")
+        self.epoch, self.history = 0, []
+        self.forward = torch.compile(self.model) if cfg.COMPILE else self.model
+        if process.distributed:
+            self.forward = DistributedDataParallel(self.forward, device_ids=[device] if device.type == "cuda" else None)
+
+    def autocast(self):
+        """bf16 autocast on the CPU, fp16 (with the GradScaler) on CUDA, when AMP is on."""
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype, enabled=self.cfg.AMP)
+
+    # --- checkpoints ---
+
+    def state(self, diverged=False):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "epoch": self.epoch, "history": self.history, "diverged": diverged,
+                "hyperparams": constants(self.cfg)}
+
+    def save(self, diverged=False):
+        if self.process.is_main:
+            save_checkpoint(self.path, self.state(diverged))
+        if self.process.distributed:
+            dist.barrier()
+
+    def resume(self, checkpoint):
+        load_model_state(self.model, checkpoint["model"], self.path)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.epoch, self.history = checkpoint["epoch"], checkpoint["history"]
+
+    # --- training ---
+
+    def run(self, progress=None):
+        """Train up to NUM_EPOCHS; return False if the loss became non-finite."""
+        while self.epoch < self.cfg.NUM_EPOCHS:
+            loss, seconds = self.train_epoch(progress)
+            previous_time = self.history[-1]["time"] if self.history else 0.0
+            if not math.isfinite(loss):
+                self.history.append({"epoch": self.epoch + 1, "test_acc": math.nan,
+                                     "train_loss": math.nan, "time": previous_time + seconds})
+                return False
+            accuracy = self.evaluate()
+            self.epoch += 1
+            self.history.append({"epoch": self.epoch, "test_acc": accuracy, "train_loss": loss,
+                                 "time": previous_time + seconds})
+            self.save()
+            self.log(f"epoch {self.epoch:3d}/{self.cfg.NUM_EPOCHS} | loss {loss:.4f} | "
+                     f"top-1 {accuracy:.2f}% | time to train {format_duration(previous_time + seconds)}")
+        return True
+
+    def train_epoch(self, progress=None):
+        """Mean training loss of one epoch (nan on divergence) and its training seconds."""
+        self.forward.train()
+        total = torch.zeros((), device=self.device)
+        start = time.perf_counter()
+        batches = self.batches.train_epoch(self.epoch, self.cfg.SEED, self.cfg.BATCH_SIZE,
+                                           self.process.rank, self.process.world_size)
+        if progress is not None:
+            batches = progress(batches, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}")
+        for images, labels in batches:
+            loss = self.train_step(images, labels)
+            if loss is None:
+                return math.nan, time.perf_counter() - start
+            total += loss
+        mean_loss = total.item() / self.steps_per_epoch
+        return mean_loss, time.perf_counter() - start
+
+    def train_step(self, images, labels):
+        """Forward and backward over micro-batches, then one optimizer step; return the mean loss
+        over the global batch, or None, without stepping, if it is not finite."""
+        step_loss = torch.zeros((), device=self.device)
+        chunks = list(zip(images.split(self.micro_batch), labels.split(self.micro_batch)))
+        for i, (x, y) in enumerate(chunks):
+            last = i == len(chunks) - 1
+            sync = contextlib.nullcontext() if last or not self.process.distributed else self.forward.no_sync()
+            with sync:
+                with self.autocast():
+                    loss = F.cross_entropy(self.forward(x), y) * (len(y) / len(labels))
+                self.scaler.scale(loss).backward()
+            step_loss += loss.detach()
+        if self.process.distributed:
+            dist.all_reduce(step_loss, op=dist.ReduceOp.AVG)
+        # The one host synchronisation per step: a non-finite loss stops the run before the
+        # optimizer applies it.
+        finite = bool(torch.isfinite(step_loss))
+        if finite:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss if finite else None
+
+    @torch.no_grad()
+    def evaluate(self):
+        """Top-1 test accuracy in percent; every test image is counted once across processes."""
+        if self.cfg.PRECISE_BN:
+            self.recompute_bn_statistics()
+        self.forward.eval()
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for images, labels in self.batches.test_batches(EVAL_BATCH_SIZE, self.process.rank, self.process.world_size):
+            with self.autocast():
+                correct += (self.forward(images).argmax(1) == labels).sum()
+        if self.process.distributed:
+            dist.all_reduce(correct)
+        return 100.0 * correct.item() / len(self.batches.test_labels)
+
+    @torch.no_grad()
+    def recompute_bn_statistics(self):
+        """Precise BN: replace the running statistics by their average over PRECISE_BN training
+        batches in train mode (no gradients). Changes only BN buffers."""
+        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        self.model.train()
+        for images in self.batches.train_eval_batches(self.per_rank_batch, self.cfg.PRECISE_BN):
+            with self.autocast():
+                self.model(images)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+    def log(self, message):
+        if self.process.is_main:
+            tqdm.write(message)
+
+
+def check_inputs(cfg, process):
+    """Everything that can be checked before anything is written; raises ConfigError."""
+    validate(cfg, process.world_size, tuple(MODELS))
+    problem = writable_dir_problem(cfg.CHECKPOINT_DIR)
+    if problem:
+        raise ConfigError(f"CHECKPOINT_DIR = {cfg.CHECKPOINT_DIR!r} cannot hold checkpoints: {problem}")
+
+
+def load_resume_checkpoint(cfg):
+    """The checkpoint to continue (RESUME) or None; ConfigError if the choice cannot work."""
+    path = checkpoint_path(cfg)
+    try:
+        checkpoint = load_checkpoint(path)
+    except CheckpointError as e:
+        if cfg.RESUME:
+            raise ConfigError(f"RESUME = True but {e}") from None
+        if "no checkpoint" in str(e):
+            return None
+        raise ConfigError(f"{e}; move it away or choose another CHECKPOINT_DIR") from None
+    if not cfg.RESUME:
+        raise ConfigError(f"{path} exists: set RESUME = True to continue it, or move it away or "
+                          f"choose another CHECKPOINT_DIR to start again")
+    saved = checkpoint["hyperparams"]
+    for name, value in constants(cfg).items():
+        if name not in OPERATIONAL_SETTINGS and saved.get(name) != value:
+            raise ConfigError(f"RESUME: {name} = {value!r} differs from the checkpoint's {saved.get(name)!r}")
+    if checkpoint["diverged"]:
+        raise ConfigError(f"RESUME: the run in {path} diverged at epoch {checkpoint['history'][-1]['epoch']}")
+    return checkpoint
+
+
+def main(argv):
+    process = process_from_env()
+    try:
+        cfg = load_config(argv)
+        check_inputs(cfg, process)
+        device = pick_device(cfg.DEVICE, process)
+        checkpoint = load_resume_checkpoint(cfg)
+        data = subset(load_cifar10(cfg.DATA_DIR, cfg.NUM_WORKERS), cfg.TRAIN_SUBSET)
+    except (ConfigError, DataError, ValueError) as e:
+        fail(e, EXIT_BAD_INPUT)
+    set_threads(cfg.NUM_THREADS)
+    init_distributed(process, device)
+    trainer = Trainer(cfg, process, device, data)
+    if process.is_main:
+        print(f"pytorch-LARS: {trainer.path} on {device} x {process.world_size} process(es)\n"
+              f"{format_settings(constants(cfg))}", flush=True)
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+        trainer.log(f"resumed at epoch {trainer.epoch}")
+    else:
+        trainer.save()  # epoch 0: a resumable starting point
+    interactive = process.is_main and sys.stderr.isatty()
+    finished = trainer.run(progress=tqdm if interactive else None)
+    if not finished:
+        if process.is_main:
+            mark_diverged(trainer.path, trainer.history)
+        fail(f"loss became non-finite in epoch {trainer.history[-1]['epoch']}; "
+             f"{trainer.path} keeps the last finite state and records the divergence", EXIT_DIVERGED)
+    if process.distributed:
+        dist.destroy_process_group()
+
+
+def mark_diverged(path, history):
+    """Record the divergence in the last finite checkpoint without replacing its weights."""
+    checkpoint = load_checkpoint(path)
+    checkpoint["history"] = history
+    checkpoint["diverged"] = True
+    save_checkpoint(path, {k: v for k, v in checkpoint.items() if k not in ("format", "version")})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

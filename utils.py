@@ -1,0 +1,160 @@
+"""Shared by train.py, val.py and sweep.py: devices and processes, checkpoints, reporting."""
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+CHECKPOINT_FORMAT = "pytorch-lars-checkpoint"
+CHECKPOINT_VERSION = 1
+EXIT_BAD_INPUT = 2  # a setting, the data or the checkpoint directory cannot be used
+EXIT_DIVERGED = 3  # the loss became non-finite; the checkpoint records it
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or not one of ours; the message says which."""
+
+
+def fail(message, status):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+# --- devices and processes -----------------------------------------------------------------
+
+@dataclass
+class Process:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    @property
+    def distributed(self):
+        return self.world_size > 1
+
+
+def process_from_env():
+    """This process's place in a torchrun launch (rank 0 of 1 without torchrun)."""
+    env = os.environ
+    return Process(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+
+
+def init_distributed(process, device):
+    """Join the process group: nccl on CUDA, gloo on the CPU."""
+    if process.distributed:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, rank=process.rank, world_size=process.world_size,
+                                device_id=device if device.type == "cuda" else None)
+
+
+def pick_device(name, process):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"DEVICE = {name!r} but CUDA is not available; use 'auto' or 'cpu'")
+    if name == "cuda":
+        name = f"cuda:{process.local_rank}"
+    return torch.device(name)
+
+
+def set_threads(num_threads):
+    """CPU threads per process; 0 shares the cores among the processes on this node
+    (torchrun would otherwise leave every process with one thread)."""
+    if num_threads == 0:
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        num_threads = max(1, (os.cpu_count() or 1) // local_processes)
+    torch.set_num_threads(num_threads)
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+def checkpoint_path(cfg):
+    """The original project's naming: withLars-<batch>.pth or noLars-<batch>.pth."""
+    prefix = "withLars" if cfg.WITH_LARS else "noLars"
+    return os.path.join(cfg.CHECKPOINT_DIR, f"{prefix}-{cfg.BATCH_SIZE}.pth")
+
+
+def save_checkpoint(path, payload):
+    """Write atomically: a temporary file in the same directory, flushed, then renamed over."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load one of our checkpoints with ``weights_only=True``; CheckpointError says what is wrong."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a PyTorch file?): {reason}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a pytorch-LARS checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, "
+                              f"this code reads version {CHECKPOINT_VERSION}")
+    return payload
+
+
+def load_model_state(model, state, path):
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise CheckpointError(f"{path} does not fit this model: {first}") from None
+
+
+def writable_dir_problem(path):
+    """Why ``path`` cannot hold checkpoints (None if it can), without creating anything."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+# --- reporting -----------------------------------------------------------------------------
+
+def format_settings(settings):
+    width = max(map(len, settings))
+    return "\n".join(f"  {name:<{width}} = {value!r}" for name, value in settings.items())
+
+
+def format_history(history):
+    lines = ["epoch | top-1 % | train loss | time to train",
+             "----- | ------- | ---------- | -------------"]
+    for row in history:
+        lines.append(f"{row['epoch']:5d} | {format_accuracy(row['test_acc']):>7} | "
+                     f"{row['train_loss']:10.4f} | {format_duration(row['time'])}")
+    return "\n".join(lines)
+
+
+def format_accuracy(accuracy):
+    return "nan" if math.isnan(accuracy) else f"{accuracy:.2f}"
+
+
+def format_duration(seconds):
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
