@@ -7,6 +7,7 @@ Two sources under DATA_DIR:
 """
 
 import os
+import shutil
 from multiprocessing import Pool
 
 import numpy as np
@@ -72,9 +73,12 @@ def _is_image_folder(data_dir):
 def _load_torchvision(data_dir):
     import torchvision  # only this source needs it
 
+    existed = os.path.exists(data_dir)
     try:
         splits = [torchvision.datasets.CIFAR10(data_dir, train=t, download=True) for t in (True, False)]
     except Exception as e:  # no internet, unwritable directory, corrupt archive
+        if not existed:  # leave nothing behind
+            shutil.rmtree(data_dir, ignore_errors=True)
         raise DataError(f"{_no_data_message(data_dir)} (download failed: {e})") from None
     (train, test) = splits
     return {

@@ -1,0 +1,117 @@
+"""The image-folder source, its cache, the no-data message, and batch augmentation."""
+
+import os
+
+import pytest
+import torch
+
+import data as data_module
+from data import Batches, DataError, channel_stats, load_cifar10, subset
+
+
+def test_image_folder_loads_sorted_classes_and_true_statistics(tiny_folder):
+    data = load_cifar10(tiny_folder)
+    assert data["classes"] == ["airplane", "cat", "dog"]
+    assert data["train_images"].shape == (12, 32, 32, 3) and data["train_images"].dtype == torch.uint8
+    assert data["test_images"].shape == (6, 32, 32, 3)
+    assert data["train_labels"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    pixels = data["train_images"].double().div(255).reshape(-1, 3)
+    torch.testing.assert_close(data["mean"].double(), pixels.mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(data["std"].double(), pixels.std(0, unbiased=False), rtol=1e-4, atol=1e-5)
+
+
+def test_second_load_reads_the_cache_without_decoding(tiny_folder, monkeypatch):
+    first = load_cifar10(tiny_folder)
+    assert os.path.exists(os.path.join(tiny_folder, data_module.CACHE_NAME))
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(data_module, "_decode_all", no_decoding)
+    second = load_cifar10(tiny_folder)
+    assert torch.equal(first["train_images"], second["train_images"])
+
+
+def test_cache_is_rebuilt_when_images_are_added(tiny_folder):
+    load_cifar10(tiny_folder)
+    extra = os.path.join(tiny_folder, "train", "cat", "0099.png")
+    from PIL import Image
+    Image.new("RGB", (32, 32)).save(extra)
+    assert len(load_cifar10(tiny_folder)["train_labels"]) == 13
+
+
+def test_parallel_decoding_gives_the_same_tensors(tiny_folder):
+    one = data_module._decode_all(sorted(_image_paths(tiny_folder)), 1)
+    two = data_module._decode_all(sorted(_image_paths(tiny_folder)), 2)
+    assert torch.equal(one, two)
+
+
+def _image_paths(root):
+    return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.endswith(".png")]
+
+
+def test_missing_data_names_both_ways_to_provide_it(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("no internet")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataError) as error:
+        load_cifar10(str(tmp_path / "empty"))
+    message = str(error.value)
+    assert "cifar10-jpg.tar.gz" in message and "torchvision" in message and "no internet" in message
+
+
+def test_subset_is_a_fixed_shuffle_independent_of_the_seed(tiny_folder):
+    data = load_cifar10(tiny_folder)
+    a, b = subset(data, 5), subset(data, 5)
+    assert torch.equal(a["train_images"], b["train_images"]) and len(a["train_labels"]) == 5
+    assert subset(data, None) is data
+
+
+def reference_crop_flip(padded_image, dy, dx, flip):
+    crop = padded_image[dy:dy + 32, dx:dx + 32]
+    return crop.flip(1) if flip else crop
+
+
+def test_batch_augmentation_is_a_per_image_crop_and_flip(tiny_folder):
+    data = load_cifar10(tiny_folder)
+    batches = Batches(data, torch.device("cpu"))
+    index = torch.arange(6)
+    shifts = torch.tensor([[0, 0], [8, 8], [3, 5], [4, 4], [1, 7], [8, 0]])
+    flips = torch.tensor([False, True, True, False, False, True])
+    images, labels = batches._augmented(index, shifts, flips)
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    for i in range(6):
+        expected = reference_crop_flip(batches.train_padded[i], *shifts[i].tolist(), bool(flips[i]))
+        expected = (expected.permute(2, 0, 1).float() - batches.mean[0]) / batches.std[0]
+        torch.testing.assert_close(images[i], expected)
+    assert torch.equal(labels, data["train_labels"][:6])
+
+
+def test_epochs_are_reproducible_and_processes_split_each_global_batch(tiny_folder):
+    batches = Batches(load_cifar10(tiny_folder), torch.device("cpu"))
+    whole = list(batches.train_epoch(epoch=1, seed=3, batch_size=4))
+    again = list(batches.train_epoch(epoch=1, seed=3, batch_size=4))
+    other_epoch = list(batches.train_epoch(epoch=2, seed=3, batch_size=4))
+    assert len(whole) == 3
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(whole, again))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(whole, other_epoch))
+    halves = [list(batches.train_epoch(1, 3, 4, rank=r, world_size=2)) for r in (0, 1)]
+    for step, (images, labels) in enumerate(whole):
+        torch.testing.assert_close(torch.cat([halves[0][step][0], halves[1][step][0]]), images)
+
+
+def test_test_batches_cover_every_image_once_across_processes(tiny_folder):
+    batches = Batches(load_cifar10(tiny_folder), torch.device("cpu"))
+    seen = [y for r in range(2) for _, y in batches.test_batches(2, rank=r, world_size=2)]
+    assert sorted(torch.cat(seen).tolist()) == sorted(batches.test_labels.tolist())
+
+
+def test_channel_stats_match_torch():
+    images = torch.randint(0, 256, (7, 32, 32, 3), dtype=torch.uint8)
+    mean, std = channel_stats(images)
+    flat = images.double().div(255).reshape(-1, 3)
+    torch.testing.assert_close(mean.double(), flat.mean(0), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(std.double(), flat.std(0, unbiased=False), rtol=1e-5, atol=1e-6)

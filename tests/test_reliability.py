@@ -1,0 +1,191 @@
+"""Exact resume after SIGKILL, atomic checkpoints, safe loading, divergence, and bad input."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, make_image_folder, run_script
+from utils import CheckpointError, load_checkpoint, save_checkpoint
+
+RUN = ["--model=resnet20", "--batch_size=32", "--num_epochs=4", "--warmup_epochs=1",
+       "--with_lars=True", "--num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    # 3 classes x 96 images: 9 steps of 32 per epoch, a fraction of a second each.
+    return make_image_folder(tmp_path_factory.mktemp("resume") / "data", per_class_train=96, per_class_test=20)
+
+
+def train_args(folder, checkpoint_dir, *extra):
+    return [*RUN, f"--data_dir={folder}", f"--checkpoint_dir={checkpoint_dir}", *extra]
+
+
+def final_state(checkpoint_dir):
+    checkpoint = load_checkpoint(os.path.join(checkpoint_dir, "withLars-32.pth"))
+    history = [(row["epoch"], row["test_acc"], row["train_loss"]) for row in checkpoint["history"]]
+    return checkpoint, history
+
+
+def saved_epoch(path):
+    try:
+        return load_checkpoint(path)["epoch"]
+    except CheckpointError:
+        return -1
+
+
+def kill_when(process, path, epoch, delay):
+    """SIGKILL ``process`` ``delay`` seconds after its checkpoint reaches ``epoch``."""
+    while saved_epoch(path) < epoch:
+        assert process.poll() is None, "finished before it could be killed"
+        time.sleep(0.01)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(folder, tmp_path_factory):
+    checkpoint_dir = tmp_path_factory.mktemp("uninterrupted")
+    result = run_script("train.py", *train_args(folder, checkpoint_dir))
+    assert result.returncode == 0, result.stderr
+    return final_state(checkpoint_dir)
+
+
+@pytest.mark.parametrize("epoch, delay", [(0, 0.0), (1, 0.15), (2, 0.3)])
+def test_sigkill_then_resume_matches_an_uninterrupted_run_bit_for_bit(folder, tmp_path, uninterrupted, epoch, delay):
+    args = train_args(folder, tmp_path)
+    process = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(process, str(tmp_path / "withLars-32.pth"), epoch, delay)
+    assert process.returncode == -signal.SIGKILL
+    resumed = run_script("train.py", *args, "--resume=True")
+    assert resumed.returncode == 0, resumed.stderr
+    checkpoint, history = final_state(tmp_path)
+    expected_checkpoint, expected_history = uninterrupted
+    assert history == expected_history
+    for name, tensor in expected_checkpoint["model"].items():
+        assert torch.equal(checkpoint["model"][name], tensor), name
+    expected_buffers = expected_checkpoint["optimizer"]["state"]
+    for key, state in checkpoint["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], expected_buffers[key]["momentum_buffer"])
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys, torch
+sys.path.insert(0, {root!r})
+import utils
+utils.save_checkpoint({path!r}, {{"epoch": 1, "weights": torch.ones(3)}})
+real_save = torch.save
+def save_half_then_die(obj, f):
+    real_save(obj, f)
+    f.flush()
+    f.truncate(f.tell() // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save_half_then_die
+utils.save_checkpoint({path!r}, {{"epoch": 2, "weights": torch.zeros(3)}})
+"""
+
+
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint_intact(tmp_path):
+    path = str(tmp_path / "run.pth")
+    result = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE.format(root=ROOT, path=path)])
+    assert result.returncode == -signal.SIGKILL
+    checkpoint = load_checkpoint(path)
+    assert checkpoint["epoch"] == 1 and torch.equal(checkpoint["weights"], torch.ones(3))
+
+
+def test_checkpoints_hold_only_plain_values(tmp_path):
+    path = str(tmp_path / "c.pth")
+    save_checkpoint(path, {"epoch": 3})
+    assert load_checkpoint(path)["epoch"] == 3
+    assert os.listdir(tmp_path) == ["c.pth"], "temporary file left behind"
+
+
+def test_foreign_truncated_and_mismatched_checkpoints_are_one_line_errors(folder, tmp_path):
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a pytorch-LARS checkpoint"):
+        load_checkpoint(str(foreign))
+    truncated = tmp_path / "truncated.pth"
+    save_checkpoint(str(truncated), {"epoch": 1, "weights": torch.ones(1000)})
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(str(truncated))
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"format": "pytorch-lars-checkpoint", "version": 1, "payload": object()}, pickled)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(str(pickled))  # weights_only refuses arbitrary objects
+
+    trained = tmp_path / "run"
+    assert run_script("train.py", *train_args(folder, trained, "--num_epochs=1", "--warmup_epochs=0")).returncode == 0
+    result = run_script("val.py", *train_args(folder, trained, "--num_epochs=1", "--warmup_epochs=0"),
+                        f"--checkpoint={trained / 'withLars-32.pth'}", "--model=resnet32")
+    assert result.returncode == 0, "val.py rebuilds the checkpoint's own model"
+    state = load_checkpoint(str(trained / "withLars-32.pth"))
+    state["hyperparams"]["MODEL"] = "resnet32"
+    save_checkpoint(str(tmp_path / "mismatch.pth"), {k: v for k, v in state.items() if k not in ("format", "version")})
+    result = run_script("val.py", f"--data_dir={folder}", f"--checkpoint={tmp_path / 'mismatch.pth'}")
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "does not fit this model" in result.stderr
+
+
+def test_divergence_stops_records_nan_and_keeps_the_last_finite_checkpoint(folder, tmp_path):
+    args = train_args(folder, tmp_path, "--lr=1e30", "--with_lars=False", "--warmup_epochs=0")
+    result = run_script("train.py", *args)
+    assert result.returncode == 3, result.stderr
+    assert "non-finite" in result.stderr and "Traceback" not in result.stderr
+    checkpoint = load_checkpoint(str(tmp_path / "noLars-32.pth"))
+    assert checkpoint["diverged"]
+    assert math.isnan(checkpoint["history"][-1]["test_acc"])
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+    assert checkpoint["epoch"] == len(checkpoint["history"]) - 1, "weights are from the last finished epoch"
+    shown = run_script("val.py", *args)
+    assert shown.returncode == 0 and "nan" in shown.stdout
+    again = run_script("train.py", *args, "--resume=True")
+    assert again.returncode == 2 and "diverged" in again.stderr
+
+
+# (input, expected words in the message): the README's bad-input table, row for row.
+BAD_INPUT = [
+    (["--batch_size=0"], "BATCH_SIZE"),
+    (["--batch_size=-128"], "BATCH_SIZE"),
+    (["--batch_size=100.5"], "BATCH_SIZE must be int"),
+    (["--lr=-0.1"], "LR = -0.1 is not allowed"),
+    (["--momentum=-0.9"], "MOMENTUM"),
+    (["--weight_decay=-1e-4"], "WEIGHT_DECAY"),
+    (["--lars_weight_decay=-1e-3"], "LARS_WEIGHT_DECAY"),
+    (["--model=vgg16"], "MODEL = 'vgg16' is not allowed"),
+    (["--warmup_epochs=5", "--num_epochs=3"], "WARMUP_EPOCHS"),
+    (["--batch_sise=256"], "unknown setting --batch_sise"),
+    (["--num_epochs=ten"], "NUM_EPOCHS must be int"),
+    (["--data_dir={empty}"], "no CIFAR-10 found"),
+    (["--checkpoint_dir={file}/sub"], "CHECKPOINT_DIR"),
+    (["--resume=True"], "RESUME = True but no checkpoint"),
+]
+
+
+@pytest.mark.parametrize("overrides, words", BAD_INPUT, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(folder, tmp_path, overrides, words):
+    (tmp_path / "a_file").write_text("")
+    checkpoint_dir = tmp_path / "checkpoints"
+    before = sorted(os.listdir(folder))
+    fill = {"empty": tmp_path / "empty", "file": tmp_path / "a_file"}
+    overrides = [o.format(**fill) for o in overrides]
+    result = run_script("train.py", *train_args(folder, checkpoint_dir, "--num_epochs=2"), *overrides)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and words in result.stderr, result.stderr
+    assert not checkpoint_dir.exists() and not (tmp_path / "empty").exists()
+    assert sorted(os.listdir(folder)) == before
+
+
+def test_batch_not_divisible_by_the_processes_is_rejected_before_joining(folder, tmp_path):
+    env = {"WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"}
+    result = run_script("train.py", *train_args(folder, tmp_path / "c", "--batch_size=32"), env=env)
+    assert result.returncode == 2 and "multiple of the number of processes (3)" in result.stderr
