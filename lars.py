@@ -22,13 +22,15 @@ Per-group options: ``adapt`` and ``weight_decay`` are independent, so a group of
 normalisation weights can have neither (MLPerf-style exclusion) while a group with
 ``weight_decay=0`` is still adapted unless ``adapt=False``.
 
-Two implementations give the same result: a readable per-tensor loop (``foreach=False``) and a
-multi-tensor one built on ``torch._foreach_*`` (``foreach=True``). ``foreach=None`` picks the
-faster one for the device (see benchmarks/optimizer_step.py). Neither reads a tensor value on
-the host on an accelerator (zero norms are handled with ``torch.where``), and neither modifies
-``p.grad``. With ``torch.amp.GradScaler``, ``scaler.step(optimizer)`` unscales the gradients
-before ``step()`` runs, so the trust ratio sees true gradients, and a step with inf/nan
-gradients is skipped whole.
+Two implementations give the same result. ``foreach=False``: a readable loop, one tensor at a
+time. ``foreach=True`` or ``None`` (the default): a multi-tensor one that computes every norm
+and step size of a device and dtype at once and updates with ``torch._foreach_*`` kernels; on
+the CPU, where reading a value costs no synchronisation, it brings the step sizes to the host
+and updates in place with Python scalars instead, which measured fastest there
+(benchmarks/optimizer_step.py). On an accelerator neither reads a tensor value on the host
+(zero norms are handled with ``torch.where``), and neither modifies ``p.grad``. With
+``torch.amp.GradScaler``, ``scaler.step(optimizer)`` unscales the gradients before ``step()``
+runs, so the trust ratio sees true gradients, and a step with inf/nan gradients is skipped whole.
 """
 
 import torch
@@ -50,8 +52,8 @@ class LARS(Optimizer):
         nesterov: Nesterov momentum (requires momentum > 0).
         trust_clip: use min(local, lr) as the step size (LARC clipping) instead of lr * local.
         adapt: apply the layer-wise trust ratio; False gives plain SGD for the group.
-        foreach: True for the multi-tensor implementation, False for the per-tensor loop,
-            None to pick the faster one for the parameters' device.
+        foreach: False for the per-tensor loop; True or None for the multi-tensor version
+            (the faster one on the CPU and on accelerators).
     """
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, trust_coef=0.001, eps=0.0,
@@ -78,10 +80,7 @@ class LARS(Optimizer):
             params, grads, bufs = self._collect(group)
             if not params:
                 continue
-            foreach = group["foreach"]
-            if foreach is None:
-                foreach = _foreach_is_faster(params[0].device)
-            update = _multi_tensor_lars if foreach else _single_tensor_lars
+            update = _single_tensor_lars if group["foreach"] is False else _multi_tensor_lars
             update(params, grads, bufs, **_hyper(group))
         return loss
 
@@ -108,12 +107,6 @@ def _hyper(group):
     return {k: group[k] for k in keys}
 
 
-def _foreach_is_faster(device):
-    # Measured by benchmarks/optimizer_step.py: on the CPU a foreach kernel is a loop over the
-    # tensors anyway and the per-tensor path makes fewer passes over memory.
-    return device.type != "cpu"
-
-
 def _step_sizes(w_norm, g_norm, *, lr, weight_decay, trust_coef, eps, trust_clip):
     """Per-tensor step size s from (stacked or 0-dim) norms, without host synchronisation."""
     local = trust_coef * w_norm / (g_norm + weight_decay * w_norm + eps)
@@ -123,11 +116,13 @@ def _step_sizes(w_norm, g_norm, *, lr, weight_decay, trust_coef, eps, trust_clip
 
 def _single_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust_coef, eps,
                         nesterov, trust_clip, adapt):
+    """The readable version: one tensor at a time, s as a 0-dim tensor."""
     for i, (w, g) in enumerate(zip(params, grads)):
         d = g.add(w, alpha=weight_decay) if weight_decay != 0.0 else g
         if adapt:
-            s = _step_sizes(w.norm(), g.norm(), lr=lr, weight_decay=weight_decay,
-                            trust_coef=trust_coef, eps=eps, trust_clip=trust_clip)
+            s = _step_sizes(torch.linalg.vector_norm(w), torch.linalg.vector_norm(g), lr=lr,
+                            weight_decay=weight_decay, trust_coef=trust_coef, eps=eps,
+                            trust_clip=trust_clip)
         else:
             s = torch.tensor(lr, dtype=w.dtype, device=w.device)
         if momentum == 0.0:
@@ -143,24 +138,66 @@ def _single_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trus
 
 def _multi_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust_coef, eps,
                        nesterov, trust_clip, adapt):
+    """All norms and step sizes at once per device and dtype, then the updates."""
     grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, bufs or [None] * len(params)])
-    for (device, _), ((ws, gs, vs), _) in grouped.items():
-        ds = torch._foreach_add(gs, ws, alpha=weight_decay) if weight_decay != 0.0 else gs
+    for (device, dtype), ((ws, gs, vs), _) in grouped.items():
         if adapt:
-            w_norm = torch.stack(torch._foreach_norm(ws))
-            g_norm = torch.stack(torch._foreach_norm(gs))
-            s = _step_sizes(w_norm, g_norm, lr=lr, weight_decay=weight_decay,
+            s = _step_sizes(_norms(ws), _norms(gs), lr=lr, weight_decay=weight_decay,
                             trust_coef=trust_coef, eps=eps, trust_clip=trust_clip)
         else:
-            s = torch.full((len(ws),), lr, dtype=ws[0].dtype, device=device)
-        s = list(s.unbind())
-        if momentum == 0.0:
-            torch._foreach_addcmul_(ws, ds, s, value=-1.0)
-            continue
-        torch._foreach_mul_(vs, momentum)
-        torch._foreach_addcmul_(vs, ds, s)
-        if nesterov:
-            torch._foreach_addcmul_(ws, ds, s, value=-1.0)
-            torch._foreach_add_(ws, vs, alpha=-momentum)
+            s = torch.full((len(ws),), lr, dtype=dtype, device=device)
+        if _host_scalars_are_free(device):
+            _update_with_host_scalars(ws, gs, vs, s.tolist(), momentum, weight_decay, nesterov)
         else:
-            torch._foreach_sub_(ws, vs)
+            _update_with_foreach(ws, gs, vs, list(s.unbind()), momentum, weight_decay, nesterov)
+
+
+def _host_scalars_are_free(device):
+    # On the CPU, reading the step sizes costs no synchronisation, and in-place updates with
+    # Python scalars beat foreach kernels that broadcast 0-dim tensors and allocate g + wd * w
+    # (benchmarks/optimizer_step.py). Accelerators keep everything on the device.
+    return device.type == "cpu"
+
+
+def _norms(tensors):
+    """Stacked L2 norms. On the CPU a BLAS dot is about twice as fast as the norm kernel."""
+    if tensors[0].device.type == "cpu" and tensors[0].dtype in (torch.float32, torch.float64):
+        flats = [_flat_view(t) for t in tensors]
+        return torch.stack([torch.dot(f, f) for f in flats]).sqrt()
+    return torch.stack(torch._foreach_norm(tensors))
+
+
+def _flat_view(t):
+    """A 1-D view of a dense tensor in memory order (channels-last weights included)."""
+    if t.is_contiguous():
+        return t.view(-1)
+    by_stride = sorted(range(t.dim()), key=lambda dim: -t.stride(dim))
+    return t.permute(by_stride).reshape(-1)  # a view unless t is not dense
+
+
+def _update_with_host_scalars(ws, gs, vs, s, momentum, weight_decay, nesterov):
+    # The same update as _single_tensor_lars, rearranged so that no temporary is allocated.
+    for i, (w, g, s_i) in enumerate(zip(ws, gs, s)):
+        if momentum == 0.0:
+            w.mul_(1.0 - s_i * weight_decay).add_(g, alpha=-s_i)
+            continue
+        v = vs[i]
+        v.mul_(momentum).add_(g, alpha=s_i).add_(w, alpha=s_i * weight_decay)
+        if nesterov:
+            w.mul_(1.0 - s_i * weight_decay).add_(g, alpha=-s_i).add_(v, alpha=-momentum)
+        else:
+            w.sub_(v)
+
+
+def _update_with_foreach(ws, gs, vs, s, momentum, weight_decay, nesterov):
+    ds = torch._foreach_add(gs, ws, alpha=weight_decay) if weight_decay != 0.0 else gs
+    if momentum == 0.0:
+        torch._foreach_addcmul_(ws, ds, s, value=-1.0)
+        return
+    torch._foreach_mul_(vs, momentum)
+    torch._foreach_addcmul_(vs, ds, s)
+    if nesterov:
+        torch._foreach_addcmul_(ws, ds, s, value=-1.0)
+        torch._foreach_add_(ws, vs, alpha=-momentum)
+    else:
+        torch._foreach_sub_(ws, vs)

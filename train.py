@@ -74,9 +74,10 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.AMP and device.type == "cuda")
         self.epoch, self.history = 0, []
-        self.forward = torch.compile(self.model) if cfg.COMPILE else self.model
+        self.network = torch.compile(self.model) if cfg.COMPILE else self.model
+        self.train_network = self.network
         if process.distributed:
-            self.forward = DistributedDataParallel(self.forward, device_ids=[device] if device.type == "cuda" else None)
+            self.train_network = DistributedDataParallel(self.network, device_ids=[device] if device.type == "cuda" else None)
 
     def autocast(self):
         """bf16 autocast on the CPU, fp16 (with the GradScaler) on CUDA, when AMP is on."""
@@ -126,7 +127,7 @@ class Trainer:
 
     def train_epoch(self, progress=None):
         """Mean training loss of one epoch (nan on divergence) and its training seconds."""
-        self.forward.train()
+        self.train_network.train()
         total = torch.zeros((), device=self.device)
         start = time.perf_counter()
         batches = self.batches.train_epoch(self.epoch, self.cfg.SEED, self.cfg.BATCH_SIZE,
@@ -148,14 +149,15 @@ class Trainer:
         chunks = list(zip(images.split(self.micro_batch), labels.split(self.micro_batch)))
         for i, (x, y) in enumerate(chunks):
             last = i == len(chunks) - 1
-            sync = contextlib.nullcontext() if last or not self.process.distributed else self.forward.no_sync()
+            sync = contextlib.nullcontext() if last or not self.process.distributed else self.train_network.no_sync()
             with sync:
                 with self.autocast():
-                    loss = F.cross_entropy(self.forward(x), y) * (len(y) / len(labels))
+                    loss = F.cross_entropy(self.train_network(x), y) * (len(y) / len(labels))
                 self.scaler.scale(loss).backward()
             step_loss += loss.detach()
         if self.process.distributed:
-            dist.all_reduce(step_loss, op=dist.ReduceOp.AVG)
+            dist.all_reduce(step_loss)  # gloo has no AVG
+            step_loss /= self.process.world_size
         # The one host synchronisation per step: a non-finite loss stops the run before the
         # optimizer applies it.
         finite = bool(torch.isfinite(step_loss))
@@ -171,11 +173,14 @@ class Trainer:
         """Top-1 test accuracy in percent; every test image is counted once across processes."""
         if self.cfg.PRECISE_BN:
             self.recompute_bn_statistics()
-        self.forward.eval()
+        if self.process.distributed:  # every rank evaluates rank 0's batch-norm statistics
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, 0)
+        self.network.eval()  # without DDP: ranks see different numbers of test batches
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for images, labels in self.batches.test_batches(EVAL_BATCH_SIZE, self.process.rank, self.process.world_size):
             with self.autocast():
-                correct += (self.forward(images).argmax(1) == labels).sum()
+                correct += (self.network(images).argmax(1) == labels).sum()
         if self.process.distributed:
             dist.all_reduce(correct)
         return 100.0 * correct.item() / len(self.batches.test_labels)

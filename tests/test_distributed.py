@@ -1,0 +1,72 @@
+"""torchrun DDP on CPU (gloo) against one process, and gradient accumulation."""
+
+import os
+import sys
+
+import pytest
+import torch
+
+import models
+from config import load_config
+from data import load_cifar10
+from tests.conftest import make_image_folder, run_script
+from train import Trainer
+from utils import Process, load_checkpoint
+
+# One thread per process in both runs: kernels then sum in the same order, and the runs agree to
+# the last bit here (with 2 threads in the single process they drift apart by 1e-3 in 6 steps).
+RUN = ["--model=resnet20", "--batch_size=32", "--num_epochs=2", "--warmup_epochs=1",
+       "--with_lars=True", "--amp=False", "--num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("ddp") / "data", per_class_train=32, per_class_test=10)
+
+
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(folder, tmp_path):
+    # Two ranks of 16 images each compute batch-norm statistics over 16 images, exactly as one
+    # process does with MICRO_BATCH_SIZE=16; the gradients are then the same global mean.
+    common = [*RUN, f"--data_dir={folder}"]
+    ddp = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+                     *common, f"--checkpoint_dir={tmp_path / 'ddp'}")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = run_script("train.py", *common, "--micro_batch_size=16", f"--checkpoint_dir={tmp_path / 'one'}")
+    assert single.returncode == 0, single.stderr
+
+    assert os.listdir(tmp_path / "ddp") == ["withLars-32.pth"], "one checkpoint, written by rank 0"
+    assert ddp.stdout.count("epoch   1/2") == 1, "only rank 0 prints"
+    distributed = load_checkpoint(str(tmp_path / "ddp" / "withLars-32.pth"))
+    alone = load_checkpoint(str(tmp_path / "one" / "withLars-32.pth"))
+    assert [row["epoch"] for row in distributed["history"]] == [1, 2]
+    assert distributed["hyperparams"]["BATCH_SIZE"] == 32
+    for name, tensor in alone["model"].items():
+        if "running" in name or "num_batches" in name:
+            continue  # DDP keeps rank 0's BN running statistics; they do not enter training
+        torch.testing.assert_close(distributed["model"][name], tensor, rtol=1e-6, atol=1e-7, msg=name)
+
+
+class NoBatchNorm(torch.nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("with_lars", [False, True])
+def test_accumulated_micro_batches_equal_the_one_batch_step(folder, monkeypatch, with_lars):
+    monkeypatch.setitem(models.MODELS, "no_bn", NoBatchNorm)
+    data = load_cifar10(folder)
+    trainers = [Trainer(load_config([f"--model=no_bn", "--batch_size=32", f"--with_lars={with_lars}",
+                                     f"--micro_batch_size={micro}", "--num_epochs=2"]),
+                        Process(), torch.device("cpu"), data)
+                for micro in (None, 8)]
+    for images, labels in trainers[0].batches.train_epoch(0, 0, 32):
+        losses = [t.train_step(images, labels) for t in trainers]
+        torch.testing.assert_close(losses[0], losses[1])
+    for a, b in zip(trainers[0].model.parameters(), trainers[1].model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(trainers[0].model.fc.weight, NoBatchNorm().fc.weight)
