@@ -1,8 +1,10 @@
-"""Resolve the settings of one run: hyperparams.py, then config files and --name=value overrides
-in the order given (nanoGPT's configurator, with type checks).
+"""Resolve the settings of one run: hyperparams.py, then config files in the order given, then
+--name=value overrides, which win wherever they stand (nanoGPT's configurator, with type checks).
 
-Values that are set explicitly are pinned and hyperparams.py is evaluated again around them, so
-the constants it derives (BATCH_SIZE, LR, END_LR follow K) follow the final values.
+Values set by a config file or an override are pinned and hyperparams.py is evaluated again
+around them, so the constants it derives (BATCH_SIZE, LR and END_LR follow K) follow the final
+values, and a config file sees the overrides: ``WARMUP_MULTIPLIER = 2 * K`` in a preset uses the
+K of ``--batch_size=1024``. Setting BATCH_SIZE without K sets K = BATCH_SIZE / BASE_BATCH_SIZE.
 """
 
 import ast
@@ -19,16 +21,13 @@ class ConfigError(ValueError):
 def load_config(argv):
     """Settings as a SimpleNamespace of upper-case names, from ``[FILE.py ...] [--name=value ...]``."""
     defaults = constants(hyperparams)
-    explicit = {}
-    for arg in argv:
-        if arg.startswith("--"):
-            name, value = _parse_override(arg, defaults)
-            explicit[name] = value
-        else:
-            explicit.update(_run_config_file(arg, {**defaults, **explicit}))
-    if "BATCH_SIZE" in explicit and "K" not in explicit:
-        explicit["K"] = _batch_multiple(explicit["BATCH_SIZE"], explicit.get("BASE_BATCH_SIZE", defaults["BASE_BATCH_SIZE"]))
-    return types.SimpleNamespace(**_evaluate_with_pins(explicit))
+    overrides = dict(_parse_override(arg, defaults) for arg in argv if arg.startswith("--"))
+    pins = dict(overrides)
+    current = _evaluate_with_pins(pins)
+    for path in (arg for arg in argv if not arg.startswith("--")):
+        pins = {**pins, **_run_config_file(path, current, overrides)}
+        current = _evaluate_with_pins(pins)
+    return types.SimpleNamespace(**current)
 
 
 def constants(module_or_namespace):
@@ -50,51 +49,43 @@ def _parse_override(arg, defaults):
     return name, _checked(name, value, defaults[name])
 
 
-def _run_config_file(path, current):
+def _run_config_file(path, current, overrides):
     """Execute a config file with the current settings visible; return what it assigned."""
     try:
         with open(path) as f:
             source = f.read()
     except OSError as e:
         raise ConfigError(f"config file {path!r} cannot be read: {e.strerror}") from None
-    namespace = _RecordingNamespace(current)
+    namespace = _Namespace(current, pinned=overrides)
     exec(compile(source, path, "exec"), {"__builtins__": __builtins__}, namespace)
     assigned = {}
     for name in namespace.assigned:
-        if name.isupper():
+        if name.isupper() and name not in overrides:
             if name not in current:
                 raise ConfigError(f"unknown setting {name} in {path}: not a constant in hyperparams.py")
-            assigned[name] = _checked(name, namespace[name], current[name])
+            assigned[name] = _checked(name, namespace[name], getattr(hyperparams, name))
     return assigned
 
 
-class _RecordingNamespace(dict):
-    """A namespace that remembers which names were assigned to."""
+class _Namespace(dict):
+    """Module-level namespace for exec: records assigned names; pinned names keep their values."""
 
-    def __init__(self, initial):
+    def __init__(self, initial, pinned):
         super().__init__(initial)
+        self.pinned = set(pinned)
         self.assigned = []
 
     def __setitem__(self, key, value):
         self.assigned.append(key)
-        super().__setitem__(key, value)
-
-
-class _PinnedNamespace(dict):
-    """A namespace whose pinned names keep their values when assigned to."""
-
-    def __init__(self, pins):
-        super().__init__(pins)
-        self.pins = set(pins)
-
-    def __setitem__(self, key, value):
-        if key not in self.pins:
+        if key not in self.pinned:
             super().__setitem__(key, value)
 
 
-def _evaluate_with_pins(explicit):
+def _evaluate_with_pins(pins):
+    if "BATCH_SIZE" in pins and "K" not in pins:
+        pins = {**pins, "K": _batch_multiple(pins["BATCH_SIZE"], pins.get("BASE_BATCH_SIZE", hyperparams.BASE_BATCH_SIZE))}
     source = inspect.getsource(hyperparams)
-    namespace = _PinnedNamespace(explicit)
+    namespace = _Namespace(pins, pinned=pins)
     exec(compile(source, hyperparams.__file__, "exec"), {"__builtins__": __builtins__}, namespace)
     return {name: namespace[name] for name in constants(hyperparams)}  # in hyperparams.py's order
 
@@ -114,7 +105,7 @@ def _allowed_types(name, default):
 
 def _checked(name, value, default):
     allowed = _allowed_types(name, default)
-    if float in allowed and type(value) is int:
+    if float in allowed and int not in allowed and type(value) is int:
         value = float(value)
     if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
         wanted = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)

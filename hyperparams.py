@@ -4,11 +4,12 @@
 Defaults reproduce the original project's main protocol (batch 128, ResNet-50, 200 epochs).
 The lines marked "follows K" are recomputed from the final K when a config file or override
 changes K without setting them; setting BATCH_SIZE alone sets K = BATCH_SIZE / BASE_BATCH_SIZE.
+Overrides (--name=value) win over config files.
 """
 
 # --- batch size and learning rate ---
 BASE_BATCH_SIZE = 128  # the batch size BASE_LR is tuned for
-K = 1  # batch multiple: BATCH_SIZE = BASE_BATCH_SIZE * K
+K: int | float = 1  # batch multiple: BATCH_SIZE = BASE_BATCH_SIZE * K
 BATCH_SIZE = BASE_BATCH_SIZE * K  # global batch per optimizer step, all processes (follows K)
 MICRO_BATCH_SIZE: int | None = None  # images per forward/backward pass; None = whole per-process batch
 BASE_LR = 0.05  # learning rate at BASE_BATCH_SIZE
@@ -45,7 +46,7 @@ NUM_WORKERS = 2  # processes that decode an image folder into the cache (first r
 AMP = False  # mixed precision: bf16 autocast on CPU, fp16 autocast + GradScaler on CUDA
 CHANNELS_LAST = True  # channels-last memory format for the model and batches
 COMPILE = False  # torch.compile the model
-PRECISE_BN = 0  # training batches to recompute BN statistics with before each evaluation; 0 = off
+PRECISE_BN = 0  # training micro-batches to recompute BN statistics with before each evaluation; 0 = off
 
 # --- run ---
 CHECKPOINT_DIR = "checkpoint"  # where withLars-<batch>.pth / noLars-<batch>.pth are written
@@ -53,3 +54,8 @@ RESUME = False  # continue the run saved in CHECKPOINT_DIR from its last epoch
 SEED = 0  # seeds the model init, the data order and the augmentation
 DEVICE = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda" or "cuda:N"
 NUM_THREADS = 0  # CPU threads per process; 0 = the cores divided among the local processes
+
+# --- sweep.py ---
+SWEEP_BATCH_SIZES = [128, 256, 512, 1024, 2048, 4096, 8192]  # one training run per batch size...
+SWEEP_WITH_LARS = [False, True]  # ...and per optimizer
+RESULTS_DIR = "results"  # sweep.py writes RESULTS_DIR/<preset>/results.{json,md} and figures

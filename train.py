@@ -22,14 +22,14 @@ from data import Batches, DataError, load_cifar10, subset
 from lars import LARS
 from models import MODELS, build_model
 from scheduler import GradualWarmupScheduler, PolynomialLRDecay
-from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, fail,
+from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, describe_machine, fail,
                    format_duration, format_settings, init_distributed, load_checkpoint,
                    load_model_state, pick_device, process_from_env, save_checkpoint, set_threads,
                    writable_dir_problem)
 
 # Settings that change how a run is executed but not what it computes: a resumed run may differ.
 OPERATIONAL_SETTINGS = {"RESUME", "DATA_DIR", "CHECKPOINT_DIR", "NUM_WORKERS", "NUM_THREADS",
-                        "DEVICE", "COMPILE"}
+                        "DEVICE", "COMPILE", "SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS", "RESULTS_DIR"}
 EVAL_BATCH_SIZE = 1000
 
 
@@ -90,7 +90,8 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "epoch": self.epoch, "history": self.history, "diverged": diverged,
-                "hyperparams": constants(self.cfg)}
+                "hyperparams": constants(self.cfg),
+                "machine": describe_machine(self.device, self.process.world_size)}
 
     def save(self, diverged=False):
         if self.process.is_main:
@@ -188,7 +189,8 @@ class Trainer:
     @torch.no_grad()
     def recompute_bn_statistics(self):
         """Precise BN: replace the running statistics by their average over PRECISE_BN training
-        batches in train mode (no gradients). Changes only BN buffers."""
+        micro-batches (the batches BN normalises over in training), in train mode without
+        gradients. Changes only BN buffers; the same on every rank."""
         norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         if not norms:
             return
@@ -197,7 +199,7 @@ class Trainer:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the batches below
         self.model.train()
-        for images in self.batches.train_eval_batches(self.per_rank_batch, self.cfg.PRECISE_BN):
+        for images in self.batches.train_eval_batches(self.micro_batch, self.cfg.PRECISE_BN):
             with self.autocast():
                 self.model(images)
         for m, momentum in zip(norms, momenta):

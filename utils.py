@@ -2,6 +2,7 @@
 
 import math
 import os
+import platform
 import sys
 from dataclasses import dataclass
 
@@ -62,6 +63,26 @@ def pick_device(name, process):
     if name == "cuda":
         name = f"cuda:{process.local_rank}"
     return torch.device(name)
+
+
+def describe_machine(device, world_size):
+    """Where a run ran, as plain values for checkpoints and results."""
+    if device.type == "cuda":
+        accelerator = torch.cuda.get_device_name(device)
+    else:
+        accelerator = "none"
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "device": str(device),
+            "accelerator": accelerator, "processes": world_size, "torch": str(torch.__version__),
+            "python": platform.python_version()}
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return names[0] if names else platform.processor()
+    except OSError:
+        return platform.processor()
 
 
 def set_threads(num_threads):

@@ -78,3 +78,20 @@ def test_cli_error_is_one_line_and_exit_status_2():
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "batch_sise" in result.stderr
+
+
+def test_a_preset_sees_the_batch_size_override_wherever_it_stands(tmp_path):
+    preset = tmp_path / "attempt.py"
+    preset.write_text("LR = 0.05\nWARMUP_MULTIPLIER = 2.0 * K\n")
+    for argv in ([str(preset), "--batch_size=1024"], ["--batch_size=1024", str(preset)]):
+        cfg = load_config(argv)
+        assert (cfg.K, cfg.LR, cfg.WARMUP_MULTIPLIER, cfg.END_LR) == (8, 0.05, 16.0, 8e-5)
+        assert type(cfg.BATCH_SIZE) is int
+
+
+def test_overrides_win_over_config_files_even_inside_them(tmp_path):
+    preset = tmp_path / "p.py"
+    preset.write_text("K = 2\nLR = BASE_LR * K * 10\n")
+    cfg = load_config([str(preset), "--k=4"])
+    assert (cfg.K, cfg.BATCH_SIZE, cfg.LR) == (4, 512, pytest.approx(2.0))
+    assert type(cfg.BATCH_SIZE) is int

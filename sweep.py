@@ -1,0 +1,80 @@
+"""Run every (batch size, LARS on/off) cell of a preset and write its tables and figures.
+
+    python sweep.py [configs/FILE.py] [--name=value ...]
+
+Each cell is a normal `python train.py` run (the same arguments plus --batch_size and
+--with_lars) with its own checkpoint in CHECKPOINT_DIR/<preset>/. The sweep is resumable: a
+finished or diverged cell is not run again, an interrupted one resumes from its checkpoint.
+After every cell, RESULTS_DIR/<preset>/ gets results.json, results.md and the figures.
+Exit status: 0 when every cell has finished or diverged, 1 if a cell failed otherwise, 2 for
+bad settings.
+"""
+
+import os
+import shlex
+import subprocess
+import sys
+
+from config import ConfigError, load_config, validate
+from models import MODELS
+from results import cell_summary, write_results
+from utils import EXIT_BAD_INPUT, EXIT_DIVERGED, checkpoint_path, fail
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def preset_name(argv):
+    files = [a for a in argv if not a.startswith("--")]
+    return os.path.splitext(os.path.basename(files[-1]))[0] if files else "default"
+
+
+def cells(argv, cfg, preset):
+    """(batch size, with LARS, train.py arguments, resolved settings) for every cell."""
+    checkpoint_dir = os.path.join(cfg.CHECKPOINT_DIR, preset)
+    for batch_size in cfg.SWEEP_BATCH_SIZES:
+        for with_lars in cfg.SWEEP_WITH_LARS:
+            args = [*argv, f"--batch_size={batch_size}", f"--with_lars={with_lars}",
+                    f"--checkpoint_dir={checkpoint_dir}"]
+            cell_cfg = load_config(args)
+            validate(cell_cfg, 1, tuple(MODELS))
+            yield batch_size, with_lars, args, cell_cfg
+
+
+def run_cell(args, status):
+    """Train one cell (resuming a partial one); True unless train.py failed for another reason
+    than divergence."""
+    command = [sys.executable, os.path.join(ROOT, "train.py"), *args]
+    if status == "partial":
+        command.append("--resume=True")
+    print(f"\n$ {shlex.join(command)}", flush=True)
+    return subprocess.run(command).returncode in (0, EXIT_DIVERGED)
+
+
+def summarise(plan):
+    return [cell_summary(checkpoint_path(cell_cfg), batch_size, with_lars, cell_cfg.NUM_EPOCHS)
+            for batch_size, with_lars, _, cell_cfg in plan]
+
+
+def main(argv):
+    preset = preset_name(argv)
+    try:
+        cfg = load_config(argv)
+        plan = list(cells(argv, cfg, preset))
+    except ConfigError as e:
+        fail(e, EXIT_BAD_INPUT)
+    results_dir = os.path.join(cfg.RESULTS_DIR, preset)
+    header = {"preset": preset, "command": shlex.join(["python", "sweep.py", *argv])}
+    all_ok = True
+    for (batch_size, with_lars, args, _), summary in zip(plan, summarise(plan)):
+        if summary["status"] in ("finished", "diverged"):
+            print(f"{preset}: batch {batch_size}, LARS {with_lars}: {summary['status']}, skipped")
+            continue
+        all_ok &= run_cell(args, summary["status"])
+        write_results(results_dir, {**header, "cells": summarise(plan)})
+    write_results(results_dir, {**header, "cells": summarise(plan)})
+    print(f"\n{preset}: results in {results_dir}/")
+    sys.exit(0 if all_ok else 1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,122 @@
+"""sweep.py's bookkeeping on a tiny configuration: two cells, a few hundred images."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from results import markdown
+from tests.conftest import ROOT, make_image_folder, run_script
+from tests.test_reliability import kill_when
+from train import Trainer
+from config import load_config
+from data import load_cifar10
+from utils import Process
+
+CELLS = ["--sweep_batch_sizes=[16, 32]", "--sweep_with_lars=[False]", "--model=resnet20",
+         "--warmup_epochs=0", "--num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("sweep") / "data", per_class_train=64, per_class_test=10)
+
+
+def sweep_args(folder, tmp_path, *extra):
+    return [*CELLS, f"--data_dir={folder}", f"--checkpoint_dir={tmp_path / 'ck'}",
+            f"--results_dir={tmp_path / 'results'}", *extra]
+
+
+def read(tmp_path, preset):
+    with open(tmp_path / "results" / preset / "results.json") as f:
+        return json.load(f)
+
+
+def table_rows(text):
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| Batch")]
+
+
+def test_sweep_runs_each_cell_once_and_writes_matching_tables_and_figures(folder, tmp_path):
+    args = sweep_args(folder, tmp_path, "--num_epochs=1")
+    first = run_script("sweep.py", *args)
+    assert first.returncode == 0, first.stderr
+    results = read(tmp_path, "default")
+    assert [(c["batch_size"], c["status"]) for c in results["cells"]] == [(16, "finished"), (32, "finished")]
+    for name in ("results.md", "accuracy.png", "batch_size.png"):
+        assert os.path.getsize(tmp_path / "results" / "default" / name) > 0
+
+    text = (tmp_path / "results" / "default" / "results.md").read_text()
+    assert text == markdown(results)
+    rows = table_rows(text)
+    assert [r[0] for r in rows] == ["16", "32"]
+    for row, cell in zip(rows, results["cells"]):
+        assert float(row[1]) == pytest.approx(cell["hyperparams"]["LR"])
+        assert float(row[2]) == pytest.approx(cell["final_top1"], abs=0.005)
+        assert cell["final_top1"] == cell["history"][-1]["test_acc"]
+
+    again = run_script("sweep.py", *args)
+    assert again.returncode == 0
+    assert again.stdout.count("skipped") == 2 and "train.py" not in again.stdout
+    assert read(tmp_path, "default")["cells"] == results["cells"]
+
+
+def test_a_diverged_cell_is_recorded_as_nan_and_the_sweep_goes_on(folder, tmp_path):
+    preset = tmp_path / "explode.py"
+    preset.write_text("LR = 1e30 if BATCH_SIZE == 16 else 0.01\n")  # the first cell diverges
+    result = run_script("sweep.py", str(preset), *sweep_args(folder, tmp_path, "--num_epochs=2"))
+    assert result.returncode == 0, result.stderr
+    cells = read(tmp_path, "explode")["cells"]
+    assert [c["status"] for c in cells] == ["diverged", "finished"]
+    assert math.isnan(cells[0]["history"][-1]["test_acc"])
+    rows = table_rows((tmp_path / "results" / "explode" / "results.md").read_text())
+    assert rows[0][2].endswith("(nan)") and "(nan)" not in rows[1][2]
+
+
+def test_an_interrupted_cell_resumes_from_its_checkpoint(folder, tmp_path):
+    args = sweep_args(folder, tmp_path, "--num_epochs=3", "--sweep_batch_sizes=[16]")
+    cell = [*args, "--batch_size=16", "--with_lars=False", f"--checkpoint_dir={tmp_path / 'ck' / 'default'}"]
+    process = subprocess.Popen([sys.executable, "train.py", *cell], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(process, str(tmp_path / "ck" / "default" / "noLars-16.pth"), 1, 0.0)
+    result = run_script("sweep.py", *args)
+    assert result.returncode == 0, result.stderr
+    assert "--resume=True" in result.stdout and "resumed at epoch" in result.stdout
+    (cell_result,) = read(tmp_path, "default")["cells"]
+    assert cell_result["status"] == "finished" and [r["epoch"] for r in cell_result["history"]] == [1, 2, 3]
+
+
+def test_bad_sweep_settings_exit_2_before_any_run(folder, tmp_path):
+    result = run_script("sweep.py", *sweep_args(folder, tmp_path, "--sweep_batch_sizes=[16, 0]"))
+    assert result.returncode == 2 and "BATCH_SIZE" in result.stderr
+    assert not (tmp_path / "ck").exists()
+
+
+def recalibrate(model_name, folder):
+    data = load_cifar10(folder)
+    trainer = Trainer(load_config([f"--model={model_name}", "--batch_size=16", "--precise_bn=3"]),
+                      Process(), torch.device("cpu"), data)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.recompute_bn_statistics()
+    after = trainer.model.state_dict()
+    return {k for k in before if not torch.equal(before[k], after[k])}, trainer
+
+
+def test_precise_bn_changes_only_batch_norm_buffers(folder):
+    changed, trainer = recalibrate("resnet20", folder)
+    buffers = {name for name, _ in trainer.model.named_buffers()}
+    assert changed and changed <= buffers
+    assert trainer.model.bn1.momentum == 0.1, "momentum restored after recalibration"
+
+
+def test_precise_bn_is_a_no_op_without_batch_norm(folder, monkeypatch):
+    import models
+    from tests.test_distributed import NoBatchNorm
+
+    monkeypatch.setitem(models.MODELS, "no_bn", NoBatchNorm)
+    changed, _ = recalibrate("no_bn", folder)
+    assert changed == set()
