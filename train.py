@@ -86,16 +86,16 @@ class Trainer:
 
     # --- checkpoints ---
 
-    def state(self, diverged=False):
+    def state(self):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "epoch": self.epoch, "history": self.history, "diverged": diverged,
+                "epoch": self.epoch, "history": self.history, "diverged": False,
                 "hyperparams": constants(self.cfg),
                 "machine": describe_machine(self.device, self.process.world_size)}
 
-    def save(self, diverged=False):
+    def save(self):
         if self.process.is_main:
-            save_checkpoint(self.path, self.state(diverged))
+            save_checkpoint(self.path, self.state())
         if self.process.distributed:
             dist.barrier()
 

@@ -1,10 +1,12 @@
 """Show a checkpoint's settings and accuracy history, then evaluate its top-1 accuracy.
 
     python val.py [configs/FILE.py] [--name=value ...] [--checkpoint=PATH]
+    python val.py --results=results/PRESET
 
 Without --checkpoint, the checkpoint that train.py writes for these settings (WITH_LARS,
-BATCH_SIZE, CHECKPOINT_DIR) is used. The test data comes from DATA_DIR. Exit status 1 if the
-checkpoint is missing or unreadable, 2 for bad settings or data.
+BATCH_SIZE, CHECKPOINT_DIR) is used. The test data comes from DATA_DIR. --results prints the
+tables of a sweep's results folder instead. Exit status 1 if the checkpoint or results are
+missing or unreadable, 2 for bad settings or data.
 """
 
 import sys
@@ -14,6 +16,7 @@ import torch
 
 from config import ConfigError, load_config
 from data import DataError, load_cifar10
+from results import markdown, read_results
 from train import Trainer
 from utils import (EXIT_BAD_INPUT, CheckpointError, Process, checkpoint_path, fail, format_history,
                    format_settings, load_checkpoint, load_model_state, pick_device)
@@ -21,14 +24,22 @@ from utils import (EXIT_BAD_INPUT, CheckpointError, Process, checkpoint_path, fa
 EXIT_NO_CHECKPOINT = 1
 
 
-def split_checkpoint_arg(argv):
-    """(--checkpoint=PATH or None, the other arguments)."""
-    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--checkpoint=")]
-    return (paths[-1] if paths else None), [a for a in argv if not a.startswith("--checkpoint=")]
+def split_arg(argv, name):
+    """(the value of the last --name=VALUE or None, the other arguments)."""
+    prefix = f"--{name}="
+    values = [a[len(prefix):] for a in argv if a.startswith(prefix)]
+    return (values[-1] if values else None), [a for a in argv if not a.startswith(prefix)]
 
 
 def main(argv):
-    path, argv = split_checkpoint_arg(argv)
+    results_dir, argv = split_arg(argv, "results")
+    if results_dir is not None:
+        try:
+            print(markdown(read_results(results_dir)), end="")
+        except CheckpointError as e:
+            fail(e, EXIT_NO_CHECKPOINT)
+        return
+    path, argv = split_arg(argv, "checkpoint")
     try:
         cfg = load_config(argv)
         device = pick_device(cfg.DEVICE, Process())

@@ -189,3 +189,13 @@ def test_batch_not_divisible_by_the_processes_is_rejected_before_joining(folder,
     env = {"WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"}
     result = run_script("train.py", *train_args(folder, tmp_path / "c", "--batch_size=32"), env=env)
     assert result.returncode == 2 and "multiple of the number of processes (3)" in result.stderr
+
+
+def test_a_new_run_never_overwrites_an_existing_checkpoint(folder, tmp_path):
+    args = train_args(folder, tmp_path, "--num_epochs=1", "--warmup_epochs=0")
+    assert run_script("train.py", *args).returncode == 0
+    path = tmp_path / "withLars-32.pth"
+    saved = path.read_bytes()
+    again = run_script("train.py", *args)
+    assert again.returncode == 2 and "exists: set RESUME = True" in again.stderr
+    assert path.read_bytes() == saved

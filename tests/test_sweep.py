@@ -120,3 +120,12 @@ def test_precise_bn_is_a_no_op_without_batch_norm(folder, monkeypatch):
     monkeypatch.setitem(models.MODELS, "no_bn", NoBatchNorm)
     changed, _ = recalibrate("no_bn", folder)
     assert changed == set()
+
+
+def test_val_prints_a_results_folders_tables(folder, tmp_path):
+    assert run_script("sweep.py", *sweep_args(folder, tmp_path, "--num_epochs=1", "--sweep_batch_sizes=[16]")).returncode == 0
+    shown = run_script("val.py", f"--results={tmp_path / 'results' / 'default'}")
+    assert shown.returncode == 0
+    assert shown.stdout == (tmp_path / "results" / "default" / "results.md").read_text()
+    missing = run_script("val.py", f"--results={tmp_path / 'nowhere'}")
+    assert missing.returncode == 1 and missing.stderr.startswith("error: no readable results")
