@@ -1,7 +1,10 @@
 """torchrun DDP on CPU (gloo) against one process, and gradient accumulation."""
 
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -9,7 +12,7 @@ import torch
 import models
 from config import load_config
 from data import load_cifar10
-from tests.conftest import make_image_folder, run_script
+from tests.conftest import ROOT, make_image_folder, run_script
 from train import Trainer
 from utils import Process, load_checkpoint
 
@@ -24,19 +27,29 @@ def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("ddp") / "data", per_class_train=32, per_class_test=10)
 
 
-def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(folder, tmp_path):
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(folder, tmp_path_factory):
+    """An uninterrupted 2-process run: its checkpoint directory and output."""
+    checkpoint_dir = tmp_path_factory.mktemp("ddp")
+    ddp = run_script(*TORCHRUN[1:], *RUN, f"--data_dir={folder}", f"--checkpoint_dir={checkpoint_dir}")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    return checkpoint_dir, ddp
+
+
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(folder, tmp_path, ddp_run):
     # Two ranks of 16 images each compute batch-norm statistics over 16 images, exactly as one
     # process does with MICRO_BATCH_SIZE=16; the gradients are then the same global mean.
     common = [*RUN, f"--data_dir={folder}"]
-    ddp = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
-                     *common, f"--checkpoint_dir={tmp_path / 'ddp'}")
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    ddp_dir, ddp = ddp_run
     single = run_script("train.py", *common, "--micro_batch_size=16", f"--checkpoint_dir={tmp_path / 'one'}")
     assert single.returncode == 0, single.stderr
 
-    assert os.listdir(tmp_path / "ddp") == ["withLars-32.pth"], "one checkpoint, written by rank 0"
+    assert os.listdir(ddp_dir) == ["withLars-32.pth"], "one checkpoint, written by rank 0"
     assert ddp.stdout.count("epoch   1/2") == 1, "only rank 0 prints"
-    distributed = load_checkpoint(str(tmp_path / "ddp" / "withLars-32.pth"))
+    distributed = load_checkpoint(str(ddp_dir / "withLars-32.pth"))
     alone = load_checkpoint(str(tmp_path / "one" / "withLars-32.pth"))
     assert [row["epoch"] for row in distributed["history"]] == [1, 2]
     assert distributed["hyperparams"]["BATCH_SIZE"] == 32
@@ -44,6 +57,26 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(folder,
         if "running" in name or "num_batches" in name:
             continue  # DDP keeps rank 0's BN running statistics; they do not enter training
         torch.testing.assert_close(distributed["model"][name], tensor, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_a_killed_distributed_run_resumes_to_the_same_result(folder, tmp_path, ddp_run):
+    args = [*RUN, f"--data_dir={folder}", f"--checkpoint_dir={tmp_path}"]
+    launcher = subprocess.Popen([*TORCHRUN, *args], cwd=ROOT, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = tmp_path / "withLars-32.pth"
+    while not path.exists() or load_checkpoint(str(path))["epoch"] < 1:
+        assert launcher.poll() is None, "finished before it could be killed"
+        time.sleep(0.01)
+    os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and both workers
+    launcher.wait()
+    resumed = run_script(*TORCHRUN[1:], *args, "--resume=True")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = load_checkpoint(str(ddp_run[0] / "withLars-32.pth"))
+    got = load_checkpoint(str(path))
+    assert [(r["epoch"], r["test_acc"], r["train_loss"]) for r in got["history"]] == \
+        [(r["epoch"], r["test_acc"], r["train_loss"]) for r in expected["history"]]
+    for name, tensor in expected["model"].items():
+        assert torch.equal(got["model"][name], tensor), name
 
 
 class NoBatchNorm(torch.nn.Module):
