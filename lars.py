@@ -58,16 +58,20 @@ class LARS(Optimizer):
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, trust_coef=0.001, eps=0.0,
                  nesterov=False, trust_clip=False, adapt=True, foreach=None):
-        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
-                            ("trust_coef", trust_coef), ("eps", eps)):
-            if not value >= 0.0:
-                raise ValueError(f"LARS: invalid {name} {value!r}, must be >= 0")
-        if nesterov and momentum <= 0.0:
-            raise ValueError("LARS: nesterov requires momentum > 0")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                         trust_coef=trust_coef, eps=eps, nesterov=nesterov,
                         trust_clip=trust_clip, adapt=adapt, foreach=foreach)
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group):
+        """Add a group (the constructor's too) after checking its hyperparameters."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for name in ("lr", "momentum", "weight_decay", "trust_coef", "eps"):
+            if not group[name] >= 0.0:
+                raise ValueError(f"LARS: invalid {name} {group[name]!r}, must be >= 0")
+        if group["nesterov"] and group["momentum"] <= 0.0:
+            raise ValueError("LARS: nesterov requires momentum > 0")
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -215,6 +215,11 @@ def test_negative_arguments_are_rejected_by_name(name):
         LARS([torch.nn.Parameter(torch.ones(1))], **kwargs)
 
 
+def test_a_param_group_with_a_negative_value_is_rejected():
+    with pytest.raises(ValueError, match="weight_decay"):
+        LARS([{"params": [torch.nn.Parameter(torch.ones(1))], "weight_decay": -1e-4}], lr=0.1)
+
+
 def test_nesterov_requires_momentum():
     with pytest.raises(ValueError, match="nesterov"):
         LARS([torch.nn.Parameter(torch.ones(1))], lr=0.1, momentum=0.0, nesterov=True)
