@@ -4,7 +4,8 @@
 
 Each cell is a normal `python train.py` run (the same arguments plus --batch_size and
 --with_lars) with its own checkpoint in CHECKPOINT_DIR/<preset>/. The sweep is resumable: a
-finished or diverged cell is not run again, an interrupted one resumes from its checkpoint.
+finished or diverged cell is not run again (also when only the committed results.json records
+it, with the same settings), an interrupted one resumes from its checkpoint.
 After every cell, RESULTS_DIR/<preset>/ gets results.json, results.md and the figures.
 Exit status: 0 when every cell has finished or diverged, 1 if a cell failed otherwise, 2 for
 bad settings.
@@ -15,10 +16,11 @@ import shlex
 import subprocess
 import sys
 
-from config import ConfigError, load_config, validate
+from config import ConfigError, constants, load_config, validate
 from models import MODELS
-from results import cell_summary, write_results
-from utils import EXIT_BAD_INPUT, EXIT_DIVERGED, checkpoint_path, fail
+from results import cell_summary, read_results, write_results
+from train import OPERATIONAL_SETTINGS
+from utils import EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, fail
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -50,9 +52,26 @@ def run_cell(args, status):
     return subprocess.run(command).returncode in (0, EXIT_DIVERGED)
 
 
-def summarise(plan):
-    return [cell_summary(checkpoint_path(cell_cfg), batch_size, with_lars, cell_cfg.NUM_EPOCHS)
-            for batch_size, with_lars, _, cell_cfg in plan]
+def summarise(plan, results_dir):
+    """Every cell's summary: from its checkpoint, or, for a cell that finished or diverged on
+    another machine, from the committed results.json if its settings are the same."""
+    try:
+        recorded = read_results(results_dir)["cells"]
+    except CheckpointError:
+        recorded = []
+    done = {(c["batch_size"], c["with_lars"]): c for c in recorded if c["status"] in ("finished", "diverged")}
+    summaries = []
+    for batch_size, with_lars, _, cell_cfg in plan:
+        summary = cell_summary(checkpoint_path(cell_cfg), batch_size, with_lars, cell_cfg.NUM_EPOCHS)
+        earlier = done.get((batch_size, with_lars))
+        if summary["status"] == "not run" and earlier and _same_run(earlier["hyperparams"], constants(cell_cfg)):
+            summary = earlier
+        summaries.append(summary)
+    return summaries
+
+
+def _same_run(saved, settings):
+    return all(saved.get(k) == v for k, v in settings.items() if k not in OPERATIONAL_SETTINGS)
 
 
 def main(argv):
@@ -65,13 +84,13 @@ def main(argv):
     results_dir = os.path.join(cfg.RESULTS_DIR, preset)
     header = {"preset": preset, "command": shlex.join(["python", "sweep.py", *argv])}
     all_ok = True
-    for (batch_size, with_lars, args, _), summary in zip(plan, summarise(plan)):
+    for (batch_size, with_lars, args, _), summary in zip(plan, summarise(plan, results_dir)):
         if summary["status"] in ("finished", "diverged"):
             print(f"{preset}: batch {batch_size}, LARS {with_lars}: {summary['status']}, skipped")
             continue
         all_ok &= run_cell(args, summary["status"])
-        write_results(results_dir, {**header, "cells": summarise(plan)})
-    write_results(results_dir, {**header, "cells": summarise(plan)})
+        write_results(results_dir, {**header, "cells": summarise(plan, results_dir)})
+    write_results(results_dir, {**header, "cells": summarise(plan, results_dir)})
     print(f"\n{preset}: results in {results_dir}/")
     sys.exit(0 if all_ok else 1)
 

@@ -129,3 +129,16 @@ def test_val_prints_a_results_folders_tables(folder, tmp_path):
     assert shown.stdout == (tmp_path / "results" / "default" / "results.md").read_text()
     missing = run_script("val.py", f"--results={tmp_path / 'nowhere'}")
     assert missing.returncode == 1 and missing.stderr.startswith("error: no readable results")
+
+
+def test_cells_recorded_in_results_json_are_not_run_again_without_checkpoints(folder, tmp_path):
+    args = sweep_args(folder, tmp_path, "--num_epochs=1")
+    assert run_script("sweep.py", *args).returncode == 0
+    recorded = read(tmp_path, "default")["cells"]
+    import shutil
+    shutil.rmtree(tmp_path / "ck")  # a new machine: the committed results, no checkpoints
+    again = run_script("sweep.py", *args)
+    assert again.returncode == 0 and again.stdout.count("skipped") == 2
+    assert read(tmp_path, "default")["cells"] == recorded
+    changed = run_script("sweep.py", *args, "--seed=1", "--sweep_batch_sizes=[16]")
+    assert "train.py" in changed.stdout, "different settings: the cell runs again"
