@@ -18,6 +18,7 @@ CACHE_VERSION = 1
 IMAGE_SIZE = 32
 PAD = 4
 SUBSET_SEED = 0  # TRAIN_SUBSET takes the first N of this fixed shuffle, the same for every SEED
+BN_CALIBRATION_SEED = 0  # PRECISE_BN's batches: the same at every evaluation and for every SEED
 
 
 class DataError(RuntimeError):
@@ -198,23 +199,19 @@ class Batches:
 
     def train_epoch(self, epoch, seed, batch_size, rank=0, world_size=1):
         """Yield (images, labels) for this process: ``batch_size // world_size`` per step."""
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        n = self.num_train
-        order = torch.randperm(n, generator=generator)
-        shifts = torch.randint(0, 2 * PAD + 1, (n, 2), generator=generator)
-        flips = torch.randint(0, 2, (n,), generator=generator).bool()
+        order, shifts, flips = self._draw(torch.Generator().manual_seed(seed * 1_000_003 + epoch))
         per_rank = batch_size // world_size
         for step in range(self.steps_per_epoch(batch_size)):
             start = step * batch_size + rank * per_rank
-            index = order[start:start + per_rank]
-            yield self._augmented(index.to(self.device), shifts[index].to(self.device),
-                                  flips[index].to(self.device))
+            yield self._augmented(order[start:start + per_rank], shifts, flips)
 
-    def train_eval_batches(self, batch_size, count):
-        """The first ``count`` un-augmented training batches (for recomputing BN statistics)."""
+    def bn_calibration_batches(self, batch_size, count):
+        """``count`` augmented training batches of a fixed shuffle, for recomputing BN statistics.
+        Shuffled because the stored order can be class by class (an image folder's is), and the
+        statistics of one class are not the ones the network was trained with."""
+        order, shifts, flips = self._draw(torch.Generator().manual_seed(BN_CALIBRATION_SEED))
         for step in range(min(count, self.steps_per_epoch(batch_size))):
-            center = self.train_padded[step * batch_size:(step + 1) * batch_size, PAD:-PAD, PAD:-PAD]
-            yield self._normalised(center)
+            yield self._augmented(order[step * batch_size:(step + 1) * batch_size], shifts, flips)[0]
 
     def test_batches(self, batch_size, rank=0, world_size=1):
         """Yield (images, labels) of this process's share of the test set, each image once."""
@@ -222,7 +219,17 @@ class Batches:
             yield (self._normalised(self.test_images[start:start + batch_size]),
                    self.test_labels[start:start + batch_size])
 
+    def _draw(self, generator):
+        """A shuffle of the training set and every image's crop offset and flip."""
+        n = self.num_train
+        order = torch.randperm(n, generator=generator)
+        shifts = torch.randint(0, 2 * PAD + 1, (n, 2), generator=generator)
+        flips = torch.randint(0, 2, (n,), generator=generator).bool()
+        return order, shifts, flips
+
     def _augmented(self, index, shifts, flips):
+        """Images ``index`` (host tensor), each cropped and flipped as ``shifts[i]``, ``flips[i]``."""
+        shifts, flips, index = shifts[index].to(self.device), flips[index].to(self.device), index.to(self.device)
         rows = shifts[:, :1] + self.arange
         columns = shifts[:, 1:] + torch.where(flips[:, None], IMAGE_SIZE - 1 - self.arange, self.arange)
         crops = self.train_padded[index[:, None, None], rows[:, :, None], columns[:, None, :]]

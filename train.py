@@ -199,7 +199,7 @@ class Trainer:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the batches below
         self.model.train()
-        for images in self.batches.train_eval_batches(self.micro_batch, self.cfg.PRECISE_BN):
+        for images in self.batches.bn_calibration_batches(self.micro_batch, self.cfg.PRECISE_BN):
             with self.autocast():
                 self.model(images)
         for m, momentum in zip(norms, momenta):

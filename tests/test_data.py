@@ -103,6 +103,21 @@ def test_epochs_are_reproducible_and_processes_split_each_global_batch(tiny_fold
         torch.testing.assert_close(torch.cat([halves[0][step][0], halves[1][step][0]]), images)
 
 
+def test_bn_calibration_batches_are_a_fixed_sample_of_every_class():
+    # Stored class by class, as an image folder is: class c is an image of value 100 * c.
+    labels = torch.arange(3).repeat_interleave(64)
+    images = (labels * 100).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 32, 32, 3).contiguous()
+    data = {"train_images": images, "train_labels": labels, "test_images": images[:2],
+            "test_labels": labels[:2], "mean": torch.zeros(3), "std": torch.full((3,), 1 / 255)}
+    batches = Batches(data, torch.device("cpu"))
+    sample = torch.cat(list(batches.bn_calibration_batches(batch_size=16, count=4)))
+    assert len(sample) == 64
+    centre_values = sample[:, 0, 16, 16].unique().tolist()  # crops never move the centre off the image
+    assert centre_values == [0.0, 100.0, 200.0], "every class, not the first 64 images of class 0"
+    again = torch.cat(list(batches.bn_calibration_batches(batch_size=16, count=4)))
+    assert torch.equal(sample, again)
+
+
 def test_test_batches_cover_every_image_once_across_processes(tiny_folder):
     batches = Batches(load_cifar10(tiny_folder), torch.device("cpu"))
     seen = [y for r in range(2) for _, y in batches.test_batches(2, rank=r, world_size=2)]
