@@ -84,15 +84,17 @@ def _table_row(cell):
 
 
 def plot(results_dir, results):
-    """accuracy.png: test accuracy per epoch per batch size, without and with LARS side by side;
+    """accuracy.png: test accuracy per epoch per batch size, without and with LARS side by side
+    (one panel for each optimizer the sweep has);
     batch_size.png: final top-1 against batch size for both."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, with_lars in zip(axes, (False, True)):
+    optimizers = sorted({c["with_lars"] for c in results["cells"]})  # a LARS-only sweep: one panel
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(6 * len(optimizers), 4.5), sharey=True, squeeze=False)
+    for ax, with_lars in zip(axes[0], optimizers):
         for cell in sorted((c for c in results["cells"] if c["with_lars"] is with_lars and c["history"]),
                            key=lambda c: c["batch_size"]):
             epochs = [row["epoch"] for row in cell["history"]]
@@ -102,7 +104,7 @@ def plot(results_dir, results):
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    axes[0].set_ylabel("test top-1 accuracy, %")
+    axes[0, 0].set_ylabel("test top-1 accuracy, %")
     _save(fig, os.path.join(results_dir, "accuracy.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))

@@ -30,6 +30,15 @@ def preset_name(argv):
     return os.path.splitext(os.path.basename(files[-1]))[0] if files else "default"
 
 
+def validate_sweep(cfg):
+    """The cell lists: each cell is checked as a train.py run, but an empty or repeated list
+    would pass that silently."""
+    for name in ("SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS"):
+        values = getattr(cfg, name)
+        if not values or len(set(values)) != len(values):
+            raise ConfigError(f"{name} = {values!r} is not allowed: must be a non-empty list without repeats")
+
+
 def cells(argv, cfg, preset):
     """(batch size, with LARS, train.py arguments, resolved settings) for every cell."""
     checkpoint_dir = os.path.join(cfg.CHECKPOINT_DIR, preset)
@@ -78,6 +87,7 @@ def main(argv):
     preset = preset_name(argv)
     try:
         cfg = load_config(argv)
+        validate_sweep(cfg)
         plan = list(cells(argv, cfg, preset))
     except ConfigError as e:
         fail(e, EXIT_BAD_INPUT)

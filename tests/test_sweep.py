@@ -36,6 +36,11 @@ def read(tmp_path, preset):
         return json.load(f)
 
 
+def png_width(path):
+    with open(path, "rb") as f:
+        return int.from_bytes(f.read(24)[16:20], "big")  # the IHDR chunk's width field
+
+
 def table_rows(text):
     return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
             if line.startswith("| ") and not line.startswith("| Batch")]
@@ -49,6 +54,7 @@ def test_sweep_runs_each_cell_once_and_writes_matching_tables_and_figures(folder
     assert [(c["batch_size"], c["status"]) for c in results["cells"]] == [(16, "finished"), (32, "finished")]
     for name in ("results.md", "accuracy.png", "batch_size.png"):
         assert os.path.getsize(tmp_path / "results" / "default" / name) > 0
+    assert png_width(tmp_path / "results" / "default" / "accuracy.png") < 800, "SGD cells only: one 6-inch panel"
 
     text = (tmp_path / "results" / "default" / "results.md").read_text()
     assert text == markdown(results)
@@ -90,10 +96,13 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(folder, tmp_path):
     assert cell_result["status"] == "finished" and [r["epoch"] for r in cell_result["history"]] == [1, 2, 3]
 
 
-def test_bad_sweep_settings_exit_2_before_any_run(folder, tmp_path):
-    result = run_script("sweep.py", *sweep_args(folder, tmp_path, "--sweep_batch_sizes=[16, 0]"))
-    assert result.returncode == 2 and "BATCH_SIZE" in result.stderr
-    assert not (tmp_path / "ck").exists()
+@pytest.mark.parametrize("setting, name", [("--sweep_batch_sizes=[16, 0]", "BATCH_SIZE"),
+                                           ("--sweep_batch_sizes=[16, 16]", "SWEEP_BATCH_SIZES"),
+                                           ("--sweep_with_lars=[]", "SWEEP_WITH_LARS")])
+def test_bad_sweep_settings_exit_2_before_any_run(folder, tmp_path, setting, name):
+    result = run_script("sweep.py", *sweep_args(folder, tmp_path, setting))
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {name} ")
+    assert not (tmp_path / "ck").exists() and not (tmp_path / "results").exists()
 
 
 def recalibrate(model_name, folder):
