@@ -50,6 +50,7 @@ def read_results(results_dir):
 
 def markdown(results):
     """The original README's tables: one without LARS, one with; batch 128 is the base line."""
+    machines = _machine_labels(results["cells"])
     lines = [f"# {results['preset']}", "", f"Command: `{results['command']}`", ""]
     for with_lars, title in ((False, "Without LARS"), (True, "With LARS")):
         cells = sorted((c for c in results["cells"] if c["with_lars"] is with_lars), key=lambda c: c["batch_size"])
@@ -58,19 +59,31 @@ def markdown(results):
         lines += [f"## {title}", "", "| Batch | Base LR | top-1 Accuracy, % | Time to train |",
                   "|---|---|---|---|"]
         for cell in cells:
-            lines.append(_table_row(cell))
+            lines.append(_table_row(cell, machines))
         lines.append("")
-    machines = {json.dumps(c["machine"], sort_keys=True) for c in results["cells"] if c.get("machine")}
-    for machine in sorted(machines):
+    for machine, label in machines.items():
         m = json.loads(machine)
-        lines.append(f"Machine: {m['cpu']}, {m['cores']} cores, device {m['device']} "
+        lines.append(f"{label}Machine: {m['cpu']}, {m['cores']} cores, device {m['device']} "
                      f"({m['accelerator']}), {m['processes']} process(es), torch {m['torch']}.")
     lines.append("Time to train counts training steps only, not evaluation. (nan): the loss became "
                  "non-finite; the accuracy shown is the last one before.")
     return "\n".join(lines) + "\n"
 
 
-def _table_row(cell):
+def _machine_labels(cells):
+    """Each machine the cells ran on (as JSON) -> its label: "" for a single machine, else
+    "(a) ", "(b) ", ..., which the table puts after each time, as times differ by machine."""
+    machines = sorted({_machine_key(c) for c in cells if c.get("machine")})
+    if len(machines) == 1:
+        return {machines[0]: ""}
+    return {m: f"({chr(ord('a') + i)}) " for i, m in enumerate(machines)}
+
+
+def _machine_key(cell):
+    return json.dumps(cell["machine"], sort_keys=True)
+
+
+def _table_row(cell, machines):
     batch = f"{cell['batch_size']} (base line)" if cell["batch_size"] == 128 else str(cell["batch_size"])
     if cell["status"] == "not run":
         return f"| {batch} | | not run | |"
@@ -80,7 +93,10 @@ def _table_row(cell):
         accuracy += " (nan)"
     elif cell["status"] == "partial":
         accuracy += f" (epoch {cell['epochs_done']} of {cell['hyperparams']['NUM_EPOCHS']})"
-    return f"| {batch} | {lr} | {accuracy} | {format_duration(cell['time_to_train'])} |"
+    time = format_duration(cell["time_to_train"])
+    if cell.get("machine") and machines[_machine_key(cell)]:
+        time += " " + machines[_machine_key(cell)].strip()
+    return f"| {batch} | {lr} | {accuracy} | {time} |"
 
 
 def plot(results_dir, results):

@@ -131,6 +131,21 @@ def test_precise_bn_is_a_no_op_without_batch_norm(folder, monkeypatch):
     assert changed == set()
 
 
+def test_times_from_different_machines_are_labelled_with_their_machine():
+    def cell(batch_size, cpu):
+        machine = {"cpu": cpu, "cores": 2, "device": "cpu", "accelerator": "none", "processes": 1, "torch": "2"}
+        return {"batch_size": batch_size, "with_lars": False, "status": "finished", "final_top1": 50.0,
+                "time_to_train": 60.0, "hyperparams": {"LR": 0.1}, "history": [], "machine": machine}
+
+    results = {"preset": "p", "command": "c", "cells": [cell(128, "Xeon"), cell(256, "EPYC")]}
+    text = markdown(results)
+    assert [row[3] for row in table_rows(text)] == ["1m 00s (b)", "1m 00s (a)"]
+    assert "(a) Machine: EPYC," in text and "(b) Machine: Xeon," in text
+    results["cells"][1] = cell(256, "Xeon")
+    text = markdown(results)
+    assert [row[3] for row in table_rows(text)] == ["1m 00s", "1m 00s"] and "\nMachine: Xeon," in text
+
+
 def test_val_prints_a_results_folders_tables(folder, tmp_path):
     assert run_script("sweep.py", *sweep_args(folder, tmp_path, "--num_epochs=1", "--sweep_batch_sizes=[16]")).returncode == 0
     shown = run_script("val.py", f"--results={tmp_path / 'results' / 'default'}")
