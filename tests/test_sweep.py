@@ -105,6 +105,28 @@ def test_bad_sweep_settings_exit_2_before_any_run(folder, tmp_path, setting, nam
     assert not (tmp_path / "ck").exists() and not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("attempt, schedule, he_init", [(1, "poly", False), (2, "poly", True),
+                                                       (3, "step", False), (4, "step", True)])
+def test_attempt_presets_resolve_to_the_original_readmes_recipes(attempt, schedule, he_init):
+    import sweep
+
+    argv = [os.path.join(ROOT, "configs", f"attempt{attempt}.py")]
+    plan = list(sweep.cells(argv, load_config(argv), f"attempt{attempt}"))
+    assert [(b, lars) for b, lars, _, _ in plan] == [(128 * 2**i, lars) for i in range(7) for lars in (False, True)]
+    for batch_size, with_lars, _, cfg in plan:
+        k = batch_size / 128
+        assert (cfg.BATCH_SIZE, cfg.WITH_LARS, cfg.MODEL) == (batch_size, with_lars, "resnet50_imagenet")
+        assert cfg.LR == pytest.approx(0.05 if attempt == 1 else 0.05 * k)
+        assert cfg.LR * cfg.WARMUP_MULTIPLIER == pytest.approx(0.1 * k), "linear scaling after warm-up"
+        assert (cfg.NUM_EPOCHS, cfg.WARMUP_EPOCHS, cfg.MOMENTUM) == (200, 5, 0.9)
+        assert (cfg.WEIGHT_DECAY, cfg.LARS_WEIGHT_DECAY) == (5e-4, 5e-3)
+        assert (cfg.LR_SCHEDULE, cfg.HE_INIT) == (schedule, he_init)
+        if schedule == "poly":
+            assert cfg.END_LR == pytest.approx(1e-5 if attempt == 1 else 1e-5 * k)
+        else:
+            assert (cfg.STEP_EPOCHS, cfg.STEP_GAMMA) == (50, 0.1)
+
+
 def recalibrate(model_name, folder):
     data = load_cifar10(folder)
     trainer = Trainer(load_config([f"--model={model_name}", "--batch_size=16", "--precise_bn=3"]),
