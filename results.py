@@ -131,6 +131,9 @@ def plot(results_dir, results):
             ax.plot([c["batch_size"] for c in cells], [c["final_top1"] for c in cells], "o-",
                     label="LARS" if with_lars else "SGD")
     ax.set_xscale("log", base=2)
+    batch_sizes = sorted({c["batch_size"] for c in results["cells"]})
+    ax.set_xticks(batch_sizes, labels=[str(b) for b in batch_sizes])
+    ax.minorticks_off()
     ax.set_xlabel("batch size")
     ax.set_ylabel("final test top-1 accuracy, %")
     ax.set_title(results["preset"])
