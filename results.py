@@ -93,10 +93,8 @@ def _table_row(cell, machines):
         accuracy += " (nan)"
     elif cell["status"] == "partial":
         accuracy += f" (epoch {cell['epochs_done']} of {cell['hyperparams']['NUM_EPOCHS']})"
-    time = format_duration(cell["time_to_train"])
-    if cell.get("machine") and machines[_machine_key(cell)]:
-        time += " " + machines[_machine_key(cell)].strip()
-    return f"| {batch} | {lr} | {accuracy} | {time} |"
+    label = machines[_machine_key(cell)].strip() if cell.get("machine") else ""
+    return f"| {batch} | {lr} | {accuracy} | {format_duration(cell['time_to_train'])} {label}".rstrip() + " |"
 
 
 def plot(results_dir, results):
