@@ -7,3 +7,5 @@
 # Only the LARS cells: SGD does not use the trust coefficient, so cpu_sweep's SGD cells apply.
 TRUST_COEF = 0.001
 SWEEP_WITH_LARS = [True]
+# Large batches first: they are where trust coefficient 0.1 blew up (tables sort by batch size).
+SWEEP_BATCH_SIZES = [8192, 4096, 2048, 1024, 128, 512, 256]
