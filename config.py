@@ -14,8 +14,30 @@ import types
 import hyperparams
 
 
+# Settings that change how a run is executed or reported but not what it computes: a resumed
+# run, or a sweep's recorded run, may differ in these and still be the same run.
+OPERATIONAL_SETTINGS = {"RESUME", "DATA_DIR", "CHECKPOINT_DIR", "NUM_WORKERS", "NUM_THREADS", "DEVICE",
+                        "COMPILE", "SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS", "SWEEP_PEAK_LRS",
+                        "SWEEP_EXTRA_SEEDS", "SWEEP_REFERENCE", "RESULTS_DIR"}
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names it and what is allowed."""
+
+
+def run_differences(saved, settings):
+    """The names whose values make ``settings`` a different run from the ``saved`` one. A name
+    that ``saved`` lacks (it was written before the setting existed) counts as its default in
+    hyperparams.py, which is how every setting is introduced: with a default that keeps the
+    earlier behaviour."""
+    defaults = constants(hyperparams)
+    return [name for name, value in settings.items()
+            if name not in OPERATIONAL_SETTINGS and saved.get(name, defaults.get(name)) != value]
+
+
+def peak_lr(cfg):
+    """The LR at the end of warm-up, where the schedule peaks."""
+    return cfg.LR * cfg.WARMUP_MULTIPLIER
 
 
 def load_config(argv):
@@ -136,6 +158,8 @@ def validate(cfg, world_size=1, model_names=()):
              f"None or at least the per-process batch ({per_rank})")
     for name in ("NUM_WORKERS", "NUM_THREADS", "PRECISE_BN"):
         _require(cfg, name, getattr(cfg, name) >= 0, ">= 0")
+    _require(cfg, "DIVERGENCE_LOSS", cfg.DIVERGENCE_LOSS > 0, "> 0")
+    _require(cfg, "LABEL_SMOOTHING", 0 <= cfg.LABEL_SMOOTHING < 1, "in [0, 1)")
     _require(cfg, "DEVICE", cfg.DEVICE in ("auto", "cpu") or cfg.DEVICE.startswith("cuda"),
              '"auto", "cpu", "cuda" or "cuda:N"')
 

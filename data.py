@@ -13,6 +13,8 @@ from multiprocessing import Pool
 import numpy as np
 import torch
 
+from utils import write_atomically
+
 CACHE_NAME = "cifar10-uint8.pt"
 CACHE_VERSION = 1
 IMAGE_SIZE = 32
@@ -131,13 +133,10 @@ def _read_cache(path):
 
 
 def _write_cache(path, payload):
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        write_atomically(path, lambda f: torch.save(payload, f))
     except OSError:  # a read-only data directory: run without a cache
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        pass
 
 
 def _decode_all(paths, num_workers):

@@ -21,7 +21,8 @@ MOMENTUM = 0.9  # momentum factor
 WEIGHT_DECAY = 5e-4  # weight decay with SGD
 LARS_WEIGHT_DECAY = 5e-3  # weight decay with LARS (the original's LARS runs)
 TRUST_COEF = 0.1  # LARS trust coefficient (the paper's eta)
-LARS_EXCLUDE_BN_BIAS = False  # True: biases and norm weights get neither adaptation nor decay
+EXCLUDE_BN_BIAS = False  # True: biases and norm weights get no weight decay (and, with LARS, no adaptation)
+LABEL_SMOOTHING = 0.0  # label smoothing of the cross-entropy loss (0 = none)
 
 # --- schedule, stepped once per optimizer step ---
 WARMUP_EPOCHS = 5  # linear warm-up from LR to LR * WARMUP_MULTIPLIER; 0 = start at the peak
@@ -36,6 +37,7 @@ NUM_EPOCHS = 200  # epochs of training
 # --- model ---
 MODEL = "resnet50_imagenet"  # a name from models.MODELS; the original used torchvision's ResNet-50
 HE_INIT = True  # Kaiming-normal init of conv and linear weights
+ZERO_INIT_RESIDUAL = False  # True: the last BN of each residual block starts with gamma = 0 (Goyal et al.)
 
 # --- data ---
 DATA_DIR = "data"  # image folders DATA_DIR/{train,test}/<class>/, or torchvision's CIFAR-10 here
@@ -52,10 +54,14 @@ PRECISE_BN = 0  # training micro-batches to recompute BN statistics with before 
 CHECKPOINT_DIR = "checkpoint"  # where withLars-<batch>.pth / noLars-<batch>.pth are written
 RESUME = False  # continue the run saved in CHECKPOINT_DIR from its last epoch
 SEED = 0  # seeds the model init, the data order and the augmentation
+DIVERGENCE_LOSS = 23.0  # stop a run whose epoch's mean training loss exceeds this (10 x ln 10) or is not finite
 DEVICE = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda" or "cuda:N"
 NUM_THREADS = 0  # CPU threads per process; 0 = the cores divided among the local processes
 
 # --- sweep.py ---
 SWEEP_BATCH_SIZES = [128, 256, 512, 1024, 2048, 4096, 8192]  # one training run per batch size...
 SWEEP_WITH_LARS = [False, True]  # ...and per optimizer
+SWEEP_PEAK_LRS: list | None = None  # a grid: one run per peak LR (LR * WARMUP_MULTIPLIER); None = the LR as set
+SWEEP_EXTRA_SEEDS: list = []  # then re-run the best peak LR of each (batch, optimizer) with these seeds
+SWEEP_REFERENCE: str | None = None  # a sweep's results folder whose cells the tables show for reference
 RESULTS_DIR = "results"  # sweep.py writes RESULTS_DIR/<preset>/results.{json,md} and figures

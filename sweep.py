@@ -1,13 +1,22 @@
-"""Run every (batch size, LARS on/off) cell of a preset and write its tables and figures.
+"""Run every run of a preset, (batch size, LARS on/off) cells and optionally an LR grid and
+extra seeds in each, and write its tables and figures.
 
     python sweep.py [configs/FILE.py] [--name=value ...]
 
-Each cell is a normal `python train.py` run (the same arguments plus --batch_size and
---with_lars) with its own checkpoint in CHECKPOINT_DIR/<preset>/. The sweep is resumable: a
-finished or diverged cell is not run again (also when only the committed results.json records
-it, with the same settings), an interrupted one resumes from its checkpoint.
-After every cell, RESULTS_DIR/<preset>/ gets results.json, results.md and the figures.
-Exit status: 0 when every cell has finished or diverged, 1 if a cell failed otherwise, 2 for
+Each run is a normal `python train.py` run (the same arguments plus --batch_size, --with_lars,
+and for a grid --lr and --seed) with its own checkpoint under CHECKPOINT_DIR/<preset>/.
+
+- SWEEP_BATCH_SIZES x SWEEP_WITH_LARS are the cells; each is resolved as a train.py run, so a
+  preset can set anything, SWEEP_PEAK_LRS included, per cell from BATCH_SIZE and WITH_LARS.
+- SWEEP_PEAK_LRS = [...] makes each cell a grid: one run per peak LR (the LR after warm-up;
+  the run's LR is peak / WARMUP_MULTIPLIER). None: one run with the LR as set.
+- SWEEP_EXTRA_SEEDS = [...]: when a cell's grid is done, its best peak LR (highest final top-1
+  of the runs that did not diverge) runs again with each of these seeds.
+
+Resumable: a finished or diverged run is not run again (also when only the committed
+results.json records it, with the same settings), an interrupted one resumes from its
+checkpoint. After every run, RESULTS_DIR/<preset>/ gets results.json, results.md and figures.
+Exit status: 0 when every run has finished or diverged, 1 if a run failed otherwise, 2 for
 bad settings.
 """
 
@@ -15,14 +24,29 @@ import os
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 
-from config import ConfigError, constants, load_config, validate
+from config import ConfigError, constants, load_config, peak_lr, run_differences, validate
 from models import MODELS
-from results import cell_summary, read_results, write_results
-from train import OPERATIONAL_SETTINGS
+from results import DONE, best_grid_run, cell_summary, read_results, write_results
 from utils import EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, fail
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class Run:
+    """One train.py run of a sweep."""
+    batch_size: int
+    with_lars: bool
+    role: str  # "grid" (one of the cell's peak LRs, or the cell's only run) or "seed" (an extra seed of the best)
+    args: list
+    cfg: object
+
+    @property
+    def summary_fields(self):
+        return {"batch_size": self.batch_size, "with_lars": self.with_lars, "role": self.role,
+                "peak_lr": peak_lr(self.cfg), "trust_coef": self.cfg.TRUST_COEF, "seed": self.cfg.SEED}
 
 
 def preset_name(argv):
@@ -34,25 +58,108 @@ def validate_sweep(cfg):
     """The cell lists: each cell is checked as a train.py run, but an empty or repeated list
     would pass that silently."""
     for name in ("SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS"):
-        values = getattr(cfg, name)
-        if not values or len(set(values)) != len(values):
-            raise ConfigError(f"{name} = {values!r} is not allowed: must be a non-empty list without repeats")
+        _require_unique_list(name, getattr(cfg, name))
+
+
+def _require_unique_list(name, values, allow_empty=False):
+    if not isinstance(values, list) or (not values and not allow_empty) or len(set(values)) != len(values):
+        raise ConfigError(f"{name} = {values!r} is not allowed: must be a non-empty list without repeats")
+
+
+def _validate_cell(cfg):
+    validate(cfg, 1, tuple(MODELS))
+    if cfg.SWEEP_PEAK_LRS is not None:
+        _require_unique_list("SWEEP_PEAK_LRS", cfg.SWEEP_PEAK_LRS)
+        if not all(isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 for lr in cfg.SWEEP_PEAK_LRS):
+            raise ConfigError(f"SWEEP_PEAK_LRS = {cfg.SWEEP_PEAK_LRS!r} is not allowed: must be positive numbers")
+    _require_unique_list("SWEEP_EXTRA_SEEDS", cfg.SWEEP_EXTRA_SEEDS, allow_empty=True)
+    if cfg.SEED in cfg.SWEEP_EXTRA_SEEDS or not all(type(s) is int for s in cfg.SWEEP_EXTRA_SEEDS):
+        raise ConfigError(f"SWEEP_EXTRA_SEEDS = {cfg.SWEEP_EXTRA_SEEDS!r} is not allowed: must be integers "
+                          f"other than SEED ({cfg.SEED})")
 
 
 def cells(argv, cfg, preset):
-    """(batch size, with LARS, train.py arguments, resolved settings) for every cell."""
-    checkpoint_dir = os.path.join(cfg.CHECKPOINT_DIR, preset)
+    """(batch size, with LARS, cell arguments, resolved cell settings) for every cell, checked."""
     for batch_size in cfg.SWEEP_BATCH_SIZES:
         for with_lars in cfg.SWEEP_WITH_LARS:
-            args = [*argv, f"--batch_size={batch_size}", f"--with_lars={with_lars}",
-                    f"--checkpoint_dir={checkpoint_dir}"]
+            args = [*argv, f"--batch_size={batch_size}", f"--with_lars={with_lars}"]
             cell_cfg = load_config(args)
-            validate(cell_cfg, 1, tuple(MODELS))
+            _validate_cell(cell_cfg)
             yield batch_size, with_lars, args, cell_cfg
 
 
+def make_run(cell, preset, role, peak=None, seed=None):
+    """The run of ``cell`` at peak LR ``peak`` (None: the cell's LR) with ``seed`` (None: SEED).
+    A cell without a grid keeps the checkpoint directory CHECKPOINT_DIR/<preset>/."""
+    batch_size, with_lars, args, cell_cfg = cell
+    extra, folder = [], ""
+    if peak is not None:
+        extra.append(f"--lr={peak / cell_cfg.WARMUP_MULTIPLIER!r}")
+        folder = f"lr{peak:g}"
+    if seed is not None:
+        extra.append(f"--seed={seed}")
+        folder += f"-seed{seed}"
+    checkpoint_dir = os.path.join(cell_cfg.CHECKPOINT_DIR, preset, folder)
+    run_args = [*args, *extra, f"--checkpoint_dir={checkpoint_dir.rstrip(os.sep)}"]
+    cfg = load_config(run_args)
+    if peak is not None and abs(peak_lr(cfg) - peak) > 1e-9 * peak:
+        raise ConfigError(f"SWEEP_PEAK_LRS: the run for peak LR {peak:g} resolves to {peak_lr(cfg):g}; "
+                          f"WARMUP_MULTIPLIER must not depend on LR in a grid")
+    validate(cfg, 1, tuple(MODELS))
+    return Run(batch_size, with_lars, role, run_args, cfg)
+
+
+def grid_runs(cell, preset):
+    peaks = cell[3].SWEEP_PEAK_LRS
+    if peaks is None:
+        return [make_run(cell, preset, "grid")]
+    return [make_run(cell, preset, "grid", peak) for peak in peaks]
+
+
+def seed_runs(cell, preset, best):
+    return [make_run(cell, preset, "seed", best["peak_lr"] if cell[3].SWEEP_PEAK_LRS else None, seed)
+            for seed in cell[3].SWEEP_EXTRA_SEEDS]
+
+
+def plan(cell_list, preset, recorded):
+    """Every run known so far with its summary: each cell's grid, then, once the grid is done,
+    the extra seeds of its best peak LR."""
+    runs, summaries = [], []
+    for cell in cell_list:
+        grid = grid_runs(cell, preset)
+        grid_summaries = [summarise(run, recorded) for run in grid]
+        runs += grid
+        summaries += grid_summaries
+        best = best_grid_run(grid_summaries)
+        if all(s["status"] in DONE for s in grid_summaries) and best is not None:
+            seeds = seed_runs(cell, preset, best)
+            runs += seeds
+            summaries += [summarise(run, recorded) for run in seeds]
+    return runs, summaries
+
+
+def summarise(run, recorded):
+    """A run's summary: from its checkpoint, or, for a run that finished or diverged on another
+    machine, from the committed results.json if its settings are the same."""
+    summary = {**run.summary_fields, **cell_summary(checkpoint_path(run.cfg), run.cfg.NUM_EPOCHS)}
+    if summary["status"] == "not run":
+        settings = constants(run.cfg)
+        for earlier in recorded:
+            if not run_differences(earlier["hyperparams"], settings):
+                return {**earlier, **run.summary_fields}
+    return summary
+
+
+def recorded_runs(results_dir):
+    try:
+        cells = read_results(results_dir)["cells"]
+    except CheckpointError:
+        return []
+    return [c for c in cells if c["status"] in DONE and c.get("hyperparams")]
+
+
 def run_cell(args, status):
-    """Train one cell (resuming a partial one); True unless train.py failed for another reason
+    """Train one run (resuming a partial one); True unless train.py failed for another reason
     than divergence."""
     command = [sys.executable, os.path.join(ROOT, "train.py"), *args]
     if status == "partial":
@@ -61,26 +168,11 @@ def run_cell(args, status):
     return subprocess.run(command).returncode in (0, EXIT_DIVERGED)
 
 
-def summarise(plan, results_dir):
-    """Every cell's summary: from its checkpoint, or, for a cell that finished or diverged on
-    another machine, from the committed results.json if its settings are the same."""
-    try:
-        recorded = read_results(results_dir)["cells"]
-    except CheckpointError:
-        recorded = []
-    done = {(c["batch_size"], c["with_lars"]): c for c in recorded if c["status"] in ("finished", "diverged")}
-    summaries = []
-    for batch_size, with_lars, _, cell_cfg in plan:
-        summary = cell_summary(checkpoint_path(cell_cfg), batch_size, with_lars, cell_cfg.NUM_EPOCHS)
-        earlier = done.get((batch_size, with_lars))
-        if summary["status"] == "not run" and earlier and _same_run(earlier["hyperparams"], constants(cell_cfg)):
-            summary = earlier
-        summaries.append(summary)
-    return summaries
-
-
-def _same_run(saved, settings):
-    return all(saved.get(k) == v for k, v in settings.items() if k not in OPERATIONAL_SETTINGS)
+def describe(run):
+    text = f"batch {run.batch_size}, LARS {run.with_lars}"
+    if run.cfg.SWEEP_PEAK_LRS is not None:
+        text += f", peak LR {peak_lr(run.cfg):g}"
+    return text + (f", seed {run.cfg.SEED}" if run.role == "seed" else "")
 
 
 def main(argv):
@@ -88,21 +180,32 @@ def main(argv):
     try:
         cfg = load_config(argv)
         validate_sweep(cfg)
-        plan = list(cells(argv, cfg, preset))
+        cell_list = list(cells(argv, cfg, preset))
+        results_dir = os.path.join(cfg.RESULTS_DIR, preset)
+        recorded = recorded_runs(results_dir)
+        runs, summaries = plan(cell_list, preset, recorded)
     except ConfigError as e:
         fail(e, EXIT_BAD_INPUT)
-    results_dir = os.path.join(cfg.RESULTS_DIR, preset)
-    header = {"preset": preset, "command": shlex.join(["python", "sweep.py", *argv])}
-    all_ok = True
-    for (batch_size, with_lars, args, _), summary in zip(plan, summarise(plan, results_dir)):
-        if summary["status"] in ("finished", "diverged"):
-            print(f"{preset}: batch {batch_size}, LARS {with_lars}: {summary['status']}, skipped")
-            continue
-        all_ok &= run_cell(args, summary["status"])
-        write_results(results_dir, {**header, "cells": summarise(plan, results_dir)})
-    write_results(results_dir, {**header, "cells": summarise(plan, results_dir)})
+    header = {"preset": preset, "command": shlex.join(["python", "sweep.py", *argv]),
+              "grid": any(cell[3].SWEEP_PEAK_LRS is not None for cell in cell_list),
+              "reference": cfg.SWEEP_REFERENCE}
+    for run, summary in zip(runs, summaries):
+        if summary["status"] in DONE:
+            print(f"{preset}: {describe(run)}: {summary['status']}, skipped")
+    failed = set()
+    while True:
+        pending = [(run, summary) for run, summary in zip(runs, summaries)
+                   if summary["status"] not in DONE and tuple(run.args) not in failed]
+        if not pending:
+            break
+        run, summary = pending[0]
+        if not run_cell(run.args, summary["status"]):
+            failed.add(tuple(run.args))
+        runs, summaries = plan(cell_list, preset, recorded)
+        write_results(results_dir, {**header, "cells": summaries})
+    write_results(results_dir, {**header, "cells": summaries})
     print(f"\n{preset}: results in {results_dir}/")
-    sys.exit(0 if all_ok else 1)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

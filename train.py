@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from config import ConfigError, constants, load_config, validate
+from config import ConfigError, constants, load_config, run_differences, validate
 from data import Batches, DataError, load_cifar10, subset
 from lars import LARS
 from models import MODELS, build_model
@@ -27,21 +27,17 @@ from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_pa
                    load_model_state, pick_device, process_from_env, save_checkpoint, set_threads,
                    writable_dir_problem)
 
-# Settings that change how a run is executed but not what it computes: a resumed run may differ.
-OPERATIONAL_SETTINGS = {"RESUME", "DATA_DIR", "CHECKPOINT_DIR", "NUM_WORKERS", "NUM_THREADS",
-                        "DEVICE", "COMPILE", "SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS", "RESULTS_DIR"}
 EVAL_BATCH_SIZE = 1000
 
 
 def build_optimizer(model, cfg):
-    if not cfg.WITH_LARS:
-        return torch.optim.SGD(model.parameters(), lr=cfg.LR, momentum=cfg.MOMENTUM,
-                               weight_decay=cfg.WEIGHT_DECAY)
     groups = [{"params": list(model.parameters())}]
-    if cfg.LARS_EXCLUDE_BN_BIAS:  # biases and norm weights are the 1-d tensors of these models
+    if cfg.EXCLUDE_BN_BIAS:  # biases and norm weights are the 1-d tensors of these models
         groups = [{"params": [p for p in model.parameters() if p.ndim > 1]},
-                  {"params": [p for p in model.parameters() if p.ndim <= 1], "adapt": False,
-                   "weight_decay": 0.0}]
+                  {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0,
+                   **({"adapt": False} if cfg.WITH_LARS else {})}]
+    if not cfg.WITH_LARS:
+        return torch.optim.SGD(groups, lr=cfg.LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY)
     return LARS(groups, lr=cfg.LR, momentum=cfg.MOMENTUM, weight_decay=cfg.LARS_WEIGHT_DECAY,
                 trust_coef=cfg.TRUST_COEF)
 
@@ -69,11 +65,12 @@ class Trainer:
         self.steps_per_epoch = self.batches.steps_per_epoch(cfg.BATCH_SIZE)
         torch.manual_seed(cfg.SEED)
         memory_format = torch.channels_last if cfg.CHANNELS_LAST else torch.contiguous_format
-        self.model = build_model(cfg.MODEL, he_init=cfg.HE_INIT).to(device, memory_format=memory_format)
+        self.model = build_model(cfg.MODEL, he_init=cfg.HE_INIT, zero_init_residual=cfg.ZERO_INIT_RESIDUAL)
+        self.model.to(device, memory_format=memory_format)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.AMP and device.type == "cuda")
-        self.epoch, self.history = 0, []
+        self.epoch, self.history, self.diverged = 0, [], False
         self.network = torch.compile(self.model) if cfg.COMPILE else self.model
         self.train_network = self.network
         if process.distributed:
@@ -89,7 +86,8 @@ class Trainer:
     def state(self):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "epoch": self.epoch, "history": self.history, "diverged": False,
+                "epoch": self.epoch, "history": self.history, "diverged": self.diverged,
+                "steps_per_epoch": self.steps_per_epoch,
                 "hyperparams": constants(self.cfg),
                 "machine": describe_machine(self.device, self.process.world_size)}
 
@@ -109,7 +107,9 @@ class Trainer:
     # --- training ---
 
     def run(self, progress=None):
-        """Train up to NUM_EPOCHS; return False if the loss became non-finite."""
+        """Train up to NUM_EPOCHS; return False if the run diverged: its loss became non-finite
+        (the checkpoint keeps the last finite epoch), or an epoch's mean training loss exceeded
+        DIVERGENCE_LOSS (that epoch is evaluated and saved, marked diverged)."""
         while self.epoch < self.cfg.NUM_EPOCHS:
             loss, seconds = self.train_epoch(progress)
             previous_time = self.history[-1]["time"] if self.history else 0.0
@@ -121,9 +121,12 @@ class Trainer:
             self.epoch += 1
             self.history.append({"epoch": self.epoch, "test_acc": accuracy, "train_loss": loss,
                                  "time": previous_time + seconds})
+            self.diverged = loss > self.cfg.DIVERGENCE_LOSS
             self.save()
             self.log(f"epoch {self.epoch:3d}/{self.cfg.NUM_EPOCHS} | loss {loss:.4f} | "
                      f"top-1 {accuracy:.2f}% | time to train {format_duration(previous_time + seconds)}")
+            if self.diverged:
+                return False
         return True
 
     def train_epoch(self, progress=None):
@@ -153,7 +156,8 @@ class Trainer:
             sync = contextlib.nullcontext() if last or not self.process.distributed else self.train_network.no_sync()
             with sync:
                 with self.autocast():
-                    loss = F.cross_entropy(self.train_network(x), y) * (len(y) / len(labels))
+                    loss = F.cross_entropy(self.train_network(x), y, label_smoothing=self.cfg.LABEL_SMOOTHING)
+                    loss = loss * (len(y) / len(labels))
                 self.scaler.scale(loss).backward()
             step_loss += loss.detach()
         if self.process.distributed:
@@ -232,10 +236,11 @@ def load_resume_checkpoint(cfg):
     if not cfg.RESUME:
         raise ConfigError(f"{path} exists: set RESUME = True to continue it, or move it away or "
                           f"choose another CHECKPOINT_DIR to start again")
-    saved = checkpoint["hyperparams"]
-    for name, value in constants(cfg).items():
-        if name not in OPERATIONAL_SETTINGS and saved.get(name) != value:
-            raise ConfigError(f"RESUME: {name} = {value!r} differs from the checkpoint's {saved.get(name)!r}")
+    differences = run_differences(checkpoint["hyperparams"], constants(cfg))
+    if differences:
+        name = differences[0]
+        raise ConfigError(f"RESUME: {name} = {getattr(cfg, name)!r} differs from the checkpoint's "
+                          f"{checkpoint['hyperparams'].get(name)!r}")
     if checkpoint["diverged"]:
         raise ConfigError(f"RESUME: the run in {path} diverged at epoch {checkpoint['history'][-1]['epoch']}")
     return checkpoint
@@ -265,9 +270,13 @@ def main(argv):
     interactive = process.is_main and sys.stderr.isatty()
     finished = trainer.run(progress=tqdm if interactive else None)
     if not finished:
+        last = trainer.history[-1]
+        if trainer.diverged:
+            fail(f"training loss {last['train_loss']:.4g} in epoch {last['epoch']} exceeds DIVERGENCE_LOSS = "
+                 f"{cfg.DIVERGENCE_LOSS:g}; stopped, {trainer.path} records the divergence", EXIT_DIVERGED)
         if process.is_main:
             mark_diverged(trainer.path, trainer.history)
-        fail(f"loss became non-finite in epoch {trainer.history[-1]['epoch']}; "
+        fail(f"loss became non-finite in epoch {last['epoch']}; "
              f"{trainer.path} keeps the last finite state and records the divergence", EXIT_DIVERGED)
     if process.distributed:
         dist.destroy_process_group()

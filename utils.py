@@ -103,13 +103,19 @@ def checkpoint_path(cfg):
 
 
 def save_checkpoint(path, payload):
-    """Write atomically: a temporary file in the same directory, flushed, then renamed over."""
+    """Write a checkpoint atomically, tagged with our format and version."""
+    write_atomically(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}, f))
+
+
+def write_atomically(path, write, mode="wb"):
+    """Call ``write(file)`` on a temporary file in the same directory, flush it to disk, then
+    rename it over ``path``: a reader sees the old file or the new one, never a partial one."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}, f)
+        with open(tmp, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -19,13 +19,16 @@ MODELS = {
 }
 
 
-def build_model(name, num_classes=10, he_init=False):
-    """The registered model ``name``; ``he_init`` re-initialises conv and linear weights."""
+def build_model(name, num_classes=10, he_init=False, zero_init_residual=False):
+    """The registered model ``name``; ``he_init`` re-initialises conv and linear weights,
+    ``zero_init_residual`` starts every residual block as the identity (Goyal et al. 2017)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     model = MODELS[name](num_classes=num_classes)
     if he_init:
         apply_he_init(model)
+    if zero_init_residual:
+        zero_last_bn_of_residual_blocks(model)
     return model
 
 
@@ -37,3 +40,15 @@ def apply_he_init(model):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+
+
+def zero_last_bn_of_residual_blocks(model):
+    """Zero the scale (gamma) of the last batch norm of every residual branch, so each block
+    starts as its shortcut. Blocks name that batch norm in ``last_bn``; torchvision's name it
+    bn3 (Bottleneck) or bn2 (BasicBlock)."""
+    for module in model.modules():
+        bn = getattr(module, "last_bn", None)
+        if bn is None and type(module).__module__.startswith("torchvision.models.resnet"):
+            bn = getattr(module, "bn3", None) or getattr(module, "bn2", None)
+        if isinstance(bn, nn.BatchNorm2d):
+            nn.init.zeros_(bn.weight)

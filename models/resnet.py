@@ -20,6 +20,10 @@ class BasicBlock(nn.Module):
         self.conv2 = _conv_bn(channels, channels, 3, 1)
         self.shortcut = _shortcut(in_channels, channels * self.expansion, stride)
 
+    @property
+    def last_bn(self):
+        return self.conv2[1]
+
     def forward(self, x):
         out = F.relu(self.conv1(x))
         return F.relu(self.conv2(out) + self.shortcut(x))
@@ -34,6 +38,10 @@ class Bottleneck(nn.Module):
         self.conv2 = _conv_bn(channels, channels, 3, stride)
         self.conv3 = _conv_bn(channels, channels * self.expansion, 1, 1)
         self.shortcut = _shortcut(in_channels, channels * self.expansion, stride)
+
+    @property
+    def last_bn(self):
+        return self.conv3[1]
 
     def forward(self, x):
         out = F.relu(self.conv1(x))

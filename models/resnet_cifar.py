@@ -30,6 +30,10 @@ class BasicBlock(nn.Module):
         changes_shape = stride != 1 or in_channels != channels
         self.shortcut = PadShortcut(channels - in_channels) if changes_shape else nn.Identity()
 
+    @property
+    def last_bn(self):
+        return self.bn2
+
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))

@@ -264,18 +264,3 @@ def test_grad_scaler_steps_equal_unscaled_steps_and_skips_leave_state_untouched(
     scaler.update()
     for p, b, v in zip(scaled.parameters(), before, buffers):
         assert torch.equal(p.detach(), b) and torch.equal(opt_scaled.state[p]["momentum_buffer"], v)
-
-
-def test_lars_exclude_bn_bias_puts_1d_tensors_in_a_plain_group():
-    from config import load_config
-    from models import build_model
-    from train import build_optimizer
-
-    model = build_model("resnet20")
-    cfg = load_config(["--with_lars=True", "--lars_exclude_bn_bias=True"])
-    adapted, plain = build_optimizer(model, cfg).param_groups
-    assert all(p.ndim > 1 for p in adapted["params"]) and adapted["adapt"] and adapted["weight_decay"] == 5e-3
-    assert all(p.ndim == 1 for p in plain["params"]) and not plain["adapt"] and plain["weight_decay"] == 0.0
-    assert len(adapted["params"]) + len(plain["params"]) == len(list(model.parameters()))
-    (single,) = build_optimizer(model, load_config(["--with_lars=True"])).param_groups
-    assert single["adapt"] and len(single["params"]) == len(list(model.parameters()))
