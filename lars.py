@@ -16,7 +16,11 @@ weight decay wd, trust coefficient tc and eps (Algorithm 1 of the paper when eps
 
 The global LR sits inside the momentum, as in the paper. With ``adapt=False`` and a constant
 LR this is exactly ``torch.optim.SGD(lr, momentum, weight_decay, nesterov)``: SGD keeps
-``b = m * b + d`` and steps ``lr * b``, and ``v = lr * b``.
+``b = m * b + d`` and steps ``lr * b``, and ``v = lr * b``. When the LR changes the two differ:
+here a step already in the velocity keeps the LR it was taken with. In particular an LR of 0
+does not stop a group: its parameters keep moving by about ``m / (1 - m)`` times the last
+velocity as it decays (``torch.optim.SGD`` stops at once). To freeze parameters, use
+``requires_grad_(False)`` or take them out of the optimizer.
 
 Per-group options: ``adapt`` and ``weight_decay`` are independent, so a group of biases and
 normalisation weights can have neither (MLPerf-style exclusion) while a group with
@@ -27,8 +31,13 @@ time. ``foreach=True`` or ``None`` (the default): a multi-tensor one that comput
 and step size of a device and dtype at once and updates with ``torch._foreach_*`` kernels; on
 the CPU, where reading a value costs no synchronisation, it brings the step sizes to the host
 and updates in place with Python scalars instead, which measured fastest there
-(benchmarks/optimizer_step.py). On an accelerator neither reads a tensor value on the host
-(zero norms are handled with ``torch.where``), and neither modifies ``p.grad``. With
+(benchmarks/optimizer_step.py). Under ``torch.compile`` every setting runs the per-tensor
+loop, which the compiler fuses into one pass per tensor. On an accelerator nothing reads a
+tensor value on the host (zero norms are handled with ``torch.where``), and ``p.grad`` is never
+modified. Norms of float16 and bfloat16 tensors are accumulated in float32, whose range they
+need (a 300 x 300 gradient of entries 250 has norm 75,000 > float16's 65,504). ``lr`` may be a
+one-element tensor, as with ``torch.optim.SGD``, so that a compiled step does not recompile
+when it changes. A step that raises (a sparse gradient) changes nothing. With
 ``torch.amp.GradScaler``, ``scaler.step(optimizer)`` unscales the gradients before ``step()``
 runs, so the trust ratio sees true gradients, and a step with inf/nan gradients is skipped whole.
 """
@@ -64,14 +73,18 @@ class LARS(Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group):
-        """Add a group (the constructor's too) after checking its hyperparameters."""
+        """Add a group (the constructor's too) after checking its hyperparameters; a group that
+        is refused leaves no trace."""
+        _check_hyperparameters({**self.defaults, **param_group})
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        for name in ("lr", "momentum", "weight_decay", "trust_coef", "eps"):
-            if not group[name] >= 0.0:
-                raise ValueError(f"LARS: invalid {name} {group[name]!r}, must be >= 0")
-        if group["nesterov"] and group["momentum"] <= 0.0:
-            raise ValueError("LARS: nesterov requires momentum > 0")
+
+    def __setstate__(self, state):
+        # A state dict saved by an older lars.py lacks the options added since; each was added
+        # with a default that keeps the earlier behaviour.
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for name, value in _BACKWARD_COMPATIBLE_DEFAULTS.items():
+                group.setdefault(name, value)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -80,13 +93,20 @@ class LARS(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._refuse_sparse_gradients()  # before anything changes
         for group in self.param_groups:
             params, grads, bufs = self._collect(group)
             if not params:
                 continue
-            update = _single_tensor_lars if group["foreach"] is False else _multi_tensor_lars
+            per_tensor = group["foreach"] is False or torch.compiler.is_compiling()
+            update = _single_tensor_lars if per_tensor else _multi_tensor_lars
             update(params, grads, bufs, **_hyper(group))
         return loss
+
+    def _refuse_sparse_gradients(self):
+        for group in self.param_groups:
+            if any(p.grad is not None and p.grad.is_sparse for p in group["params"]):
+                raise RuntimeError("LARS does not support sparse gradients")
 
     def _collect(self, group):
         """Parameters with gradients, their gradients and momentum buffers (created as zeros)."""
@@ -94,8 +114,6 @@ class LARS(Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            if p.grad.is_sparse:
-                raise RuntimeError("LARS does not support sparse gradients")
             params.append(p)
             grads.append(p.grad)
             if group["momentum"] != 0.0:
@@ -104,6 +122,21 @@ class LARS(Optimizer):
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 bufs.append(state["momentum_buffer"])
         return params, grads, bufs
+
+
+_BACKWARD_COMPATIBLE_DEFAULTS = dict(momentum=0.9, weight_decay=0.0, trust_coef=0.001, eps=0.0, nesterov=False,
+                                     trust_clip=False, adapt=True, foreach=None)
+
+
+def _check_hyperparameters(group):
+    lr = group["lr"]
+    if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+        raise ValueError(f"LARS: lr as a Tensor must have one element, got shape {tuple(lr.shape)}")
+    for name in ("lr", "momentum", "weight_decay", "trust_coef", "eps"):
+        if not group[name] >= 0.0:
+            raise ValueError(f"LARS: invalid {name} {group[name]!r}, must be >= 0")
+    if group["nesterov"] and group["momentum"] <= 0.0:
+        raise ValueError("LARS: nesterov requires momentum > 0")
 
 
 def _hyper(group):
@@ -115,7 +148,18 @@ def _step_sizes(w_norm, g_norm, *, lr, weight_decay, trust_coef, eps, trust_clip
     """Per-tensor step size s from (stacked or 0-dim) norms, without host synchronisation."""
     local = trust_coef * w_norm / (g_norm + weight_decay * w_norm + eps)
     local = torch.where((w_norm > 0) & (g_norm > 0), local, torch.ones_like(local))
-    return local.clamp(max=lr) if trust_clip else local * lr
+    return torch.minimum(local, _as_tensor(lr, local)) if trust_clip else local * lr
+
+
+def _as_tensor(lr, like):
+    """The LR (a float or a one-element tensor) as a 0-dim tensor of ``like``'s dtype and device,
+    without the copy warning that ``torch.tensor(tensor)`` gives."""
+    return torch.as_tensor(lr, dtype=like.dtype, device=like.device).reshape(())
+
+
+def _norm_dtype(dtype):
+    """Norms of half-precision tensors overflow or lose their range: accumulate in float32."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else None
 
 
 def _single_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust_coef, eps,
@@ -124,11 +168,12 @@ def _single_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trus
     for i, (w, g) in enumerate(zip(params, grads)):
         d = g.add(w, alpha=weight_decay) if weight_decay != 0.0 else g
         if adapt:
-            s = _step_sizes(torch.linalg.vector_norm(w), torch.linalg.vector_norm(g), lr=lr,
-                            weight_decay=weight_decay, trust_coef=trust_coef, eps=eps,
+            dtype = _norm_dtype(w.dtype)
+            s = _step_sizes(torch.linalg.vector_norm(w, dtype=dtype), torch.linalg.vector_norm(g, dtype=dtype),
+                            lr=lr, weight_decay=weight_decay, trust_coef=trust_coef, eps=eps,
                             trust_clip=trust_clip)
         else:
-            s = torch.tensor(lr, dtype=w.dtype, device=w.device)
+            s = _as_tensor(lr, w)
         if momentum == 0.0:
             w.addcmul_(d, s, value=-1.0)
             continue
@@ -144,12 +189,12 @@ def _multi_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust
                        nesterov, trust_clip, adapt):
     """All norms and step sizes at once per device and dtype, then the updates."""
     grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, bufs or [None] * len(params)])
-    for (device, dtype), ((ws, gs, vs), _) in grouped.items():
+    for (device, _), ((ws, gs, vs), _) in grouped.items():
         if adapt:
             s = _step_sizes(_norms(ws), _norms(gs), lr=lr, weight_decay=weight_decay,
                             trust_coef=trust_coef, eps=eps, trust_clip=trust_clip)
         else:
-            s = torch.full((len(ws),), lr, dtype=dtype, device=device)
+            s = _as_tensor(lr, ws[0]).expand(len(ws))
         if _host_scalars_are_free(device):
             _update_with_host_scalars(ws, gs, vs, s.tolist(), momentum, weight_decay, nesterov)
         else:
@@ -168,7 +213,7 @@ def _norms(tensors):
     if tensors[0].device.type == "cpu" and tensors[0].dtype in (torch.float32, torch.float64):
         flats = [_flat_view(t) for t in tensors]
         return torch.stack([torch.dot(f, f) for f in flats]).sqrt()
-    return torch.stack(torch._foreach_norm(tensors))
+    return torch.stack(torch._foreach_norm(tensors, 2, dtype=_norm_dtype(tensors[0].dtype)))
 
 
 def _flat_view(t):

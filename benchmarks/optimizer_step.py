@@ -1,16 +1,20 @@
 """Cost of LARS against torch.optim.SGD, measured side by side in one run.
 
     python benchmarks/optimizer_step.py --data_dir=PATH_TO/cifar10 [--name=value ...] [--compile]
+                                        [--baseline=PATH/lars.py]
 
 1. optimizer.step() on the parameters of the CIFAR ResNet-18 and torchvision's ResNet-50
    (channels-last, as train.py keeps them) with random gradients: SGD's for-loop and foreach
    implementations (same momentum and weight decay) and LARS's multi-tensor (default) and
    single-tensor ones, interleaved in random order; medians and the ratio to the faster SGD.
-   --compile adds LARS's step under torch.compile (compile time printed separately).
+   --compile adds LARS's step, with its default arguments, under torch.compile (compile time
+   printed separately). --baseline adds the same LARS rows for another version of lars.py (an
+   earlier commit's, say), so a change is measured before and after in the same run.
 2. One training epoch of configs/cpu.py with SGD and with LARS, in the order SGD, LARS, LARS,
    SGD; the ratio of the mean epoch times. Overrides apply to this preset.
 """
 
+import importlib.util
 import os
 import random
 import statistics
@@ -35,7 +39,7 @@ HYPER = {"lr": 0.1, "momentum": 0.9}
 PRESET = os.path.join(ROOT, "configs", "cpu.py")
 
 
-def optimizers(model_name, with_compile):
+def optimizers(model_name, with_compile, baseline=None):
     """Name -> zero-argument step function, each on its own copy of the parameters."""
     torch.manual_seed(0)
     model = build_model(model_name).to(memory_format=torch.channels_last)
@@ -53,15 +57,27 @@ def optimizers(model_name, with_compile):
         "LARS multi-tensor": LARS(params(), weight_decay=5e-3, trust_coef=0.1, **HYPER).step,
         "LARS single-tensor": LARS(params(), weight_decay=5e-3, trust_coef=0.1, foreach=False, **HYPER).step,
     }
+    if baseline is not None:
+        steps["baseline LARS multi-tensor"] = baseline.LARS(params(), weight_decay=5e-3, trust_coef=0.1, **HYPER).step
+        steps["baseline LARS single-tensor"] = baseline.LARS(params(), weight_decay=5e-3, trust_coef=0.1,
+                                                             foreach=False, **HYPER).step
     if with_compile:
         steps["LARS compiled"] = compiled_step(params())
     return model, steps
 
 
+def load_baseline(path):
+    """Another version of lars.py, imported as its own module."""
+    spec = importlib.util.spec_from_file_location("baseline_lars", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def compiled_step(params):
-    # A tensor LR keeps a changing LR from recompiling the step.
+    # Default arguments (foreach=None); a tensor LR keeps a changing LR from recompiling the step.
     optimizer = LARS(params, lr=torch.tensor(HYPER["lr"]), momentum=HYPER["momentum"],
-                     weight_decay=5e-3, trust_coef=0.1, foreach=False)
+                     weight_decay=5e-3, trust_coef=0.1)
     step = torch.compile(optimizer.step)
     start = time.perf_counter()
     step()
@@ -81,9 +97,9 @@ def time_steps(steps):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def report_steps(with_compile):
+def report_steps(with_compile, baseline=None):
     for model_name in MODELS:
-        model, steps = optimizers(model_name, with_compile)
+        model, steps = optimizers(model_name, with_compile, baseline)
         tensors = list(model.parameters())
         print(f"\noptimizer.step() on {model_name}: {sum(p.numel() for p in tensors) / 1e6:.1f}M "
               f"parameters in {len(tensors)} tensors, median of {STEPS}")
@@ -113,10 +129,11 @@ def report_epochs(argv):
 
 def main(argv):
     with_compile = "--compile" in argv
-    argv = [a for a in argv if a != "--compile"]
+    baselines = [a.split("=", 1)[1] for a in argv if a.startswith("--baseline=")]
+    argv = [a for a in argv if a != "--compile" and not a.startswith("--baseline=")]
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
-    report_steps(with_compile)
+    report_steps(with_compile, load_baseline(baselines[-1]) if baselines else None)
     report_epochs(argv)
 
 
