@@ -9,6 +9,8 @@ K of ``--batch_size=1024``. Setting BATCH_SIZE without K sets K = BATCH_SIZE / B
 
 import ast
 import inspect
+import os
+import re
 import types
 
 import hyperparams
@@ -40,16 +42,38 @@ def peak_lr(cfg):
     return cfg.LR * cfg.WARMUP_MULTIPLIER
 
 
+BATCH_PAIR = ("K", "BATCH_SIZE")  # one quantity written two ways: BATCH_SIZE = BASE_BATCH_SIZE * K
+PATH_SETTINGS = ("DATA_DIR", "CHECKPOINT_DIR", "RESULTS_DIR", "SWEEP_REFERENCE")
+
+
 def load_config(argv):
     """Settings as a SimpleNamespace of upper-case names, from ``[FILE.py ...] [--name=value ...]``."""
     defaults = constants(hyperparams)
     overrides = dict(_parse_override(arg, defaults) for arg in argv if arg.startswith("--"))
+    _check_batch_pair(overrides, "the overrides")
+    # Overrides win: a config file cannot change them, nor, when they set K or BATCH_SIZE, the other.
+    fixed = set(overrides) | (set(BATCH_PAIR) if set(BATCH_PAIR) & set(overrides) else set())
     pins = dict(overrides)
     current = _evaluate_with_pins(pins)
     for path in (arg for arg in argv if not arg.startswith("--")):
-        pins = {**pins, **_run_config_file(path, current, overrides)}
+        assigned = _run_config_file(path, current, fixed)
+        _check_batch_pair({**assigned, "BASE_BATCH_SIZE": current["BASE_BATCH_SIZE"]}, path)
+        if set(BATCH_PAIR) & set(assigned):  # a file that sets one of the pair replaces both
+            pins = {k: v for k, v in pins.items() if k not in BATCH_PAIR}
+        pins = {**pins, **assigned}
         current = _evaluate_with_pins(pins)
+    for name in PATH_SETTINGS:
+        if isinstance(current[name], str):
+            current[name] = os.path.expanduser(current[name])
     return types.SimpleNamespace(**current)
+
+
+def _check_batch_pair(settings, where):
+    if all(name in settings for name in BATCH_PAIR):
+        base = settings.get("BASE_BATCH_SIZE", hyperparams.BASE_BATCH_SIZE)
+        if settings["BATCH_SIZE"] != base * settings["K"]:
+            raise ConfigError(f"K = {settings['K']!r} and BATCH_SIZE = {settings['BATCH_SIZE']!r} in {where} "
+                              f"contradict each other (BATCH_SIZE = {base} * K): set one of them")
 
 
 def constants(module_or_namespace):
@@ -71,22 +95,44 @@ def _parse_override(arg, defaults):
     return name, _checked(name, value, defaults[name])
 
 
-def _run_config_file(path, current, overrides):
-    """Execute a config file with the current settings visible; return what it assigned."""
+def _run_config_file(path, current, fixed):
+    """Execute a config file with the current settings visible; return what it assigned, except
+    the ``fixed`` names. Any error in the file is a ConfigError naming the file and line."""
     try:
         with open(path) as f:
             source = f.read()
     except OSError as e:
         raise ConfigError(f"config file {path!r} cannot be read: {e.strerror}") from None
-    namespace = _Namespace(current, pinned=overrides)
-    exec(compile(source, path, "exec"), {"__builtins__": __builtins__}, namespace)
+    namespace = _Namespace(current, pinned=fixed)
+    try:
+        exec(compile(source, path, "exec"), {"__builtins__": __builtins__}, namespace)
+    except Exception as e:  # the file's own error: a user's mistake, reported in one line
+        raise ConfigError(f"{path}, line {_error_line(e, path)}: {type(e).__name__}: {_first_line(e)}") from None
     assigned = {}
     for name in namespace.assigned:
-        if name.isupper() and name not in overrides:
+        if name.isupper() and name not in fixed:
             if name not in current:
                 raise ConfigError(f"unknown setting {name} in {path}: not a constant in hyperparams.py")
             assigned[name] = _checked(name, namespace[name], getattr(hyperparams, name))
     return assigned
+
+
+def _error_line(error, path):
+    if isinstance(error, SyntaxError) and error.filename == path:
+        return error.lineno
+    lines = [frame.tb_lineno for frame in _traceback_frames(error.__traceback__) if frame.tb_frame.f_code.co_filename == path]
+    return lines[-1] if lines else "?"
+
+
+def _traceback_frames(tb):
+    while tb is not None:
+        yield tb
+        tb = tb.tb_next
+
+
+def _first_line(error):
+    text = str(error.msg if isinstance(error, SyntaxError) else error).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 class _Namespace(dict):
@@ -171,3 +217,36 @@ def _is_int(value):
 def _require(cfg, name, ok, allowed):
     if not ok:
         raise ConfigError(f"{name} = {getattr(cfg, name)!r} is not allowed: must be {allowed}")
+
+
+# --- help ------------------------------------------------------------------------------------
+
+HELP_FLAGS = ("-h", "--help")
+
+
+def help_text(script_doc):
+    """The script's docstring, the presets in configs/, and every setting of hyperparams.py
+    with its default and its comment, read from hyperparams.py itself."""
+    lines = [script_doc.strip(), "", "Presets (config files, applied in the order given):"]
+    root = os.path.dirname(os.path.abspath(hyperparams.__file__))
+    for folder, _, files in sorted(os.walk(os.path.join(root, "configs"))):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            lines.append(f"  {os.path.relpath(path, root):<34} {_first_comment(path)}")
+    lines += ["", "Settings (hyperparams.py): --name=value, names case-insensitive, values Python literals:"]
+    setting = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]*)?=\s*(.*?)\s*(?:#\s*(.*))?$")
+    for line in inspect.getsource(hyperparams).splitlines():
+        if line.startswith("# ---"):
+            lines.append(f"  {line.strip('# -')}")
+        elif (match := setting.match(line)):
+            name, default, comment = match.groups()
+            lines.append(f"    {'--' + name.lower() + '=' + default:<40} {comment or ''}".rstrip())
+    return "\n".join(lines)
+
+
+def _first_comment(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#"):
+                return line.lstrip("# ").rstrip()
+    return ""

@@ -6,6 +6,7 @@ Two sources under DATA_DIR:
 - torchvision's official CIFAR-10 release (downloaded when missing, if there is internet).
 """
 
+import hashlib
 import os
 import shutil
 from multiprocessing import Pool
@@ -16,7 +17,7 @@ import torch
 from utils import write_atomically
 
 CACHE_NAME = "cifar10-uint8.pt"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 IMAGE_SIZE = 32
 PAD = 4
 SUBSET_SEED = 0  # TRAIN_SUBSET takes the first N of this fixed shuffle, the same for every SEED
@@ -27,14 +28,13 @@ class DataError(RuntimeError):
     """The data cannot be found or read; the message says how to provide it."""
 
 
-def load_cifar10(data_dir, num_workers=0):
-    """Dict of uint8 NHWC ``train_images``/``test_images``, int64 labels, ``classes``, and the
-    training set's per-channel ``mean`` and ``std`` (fractions of 255)."""
-    if _is_image_folder(data_dir):
-        data = _load_image_folder_cached(data_dir, num_workers)
-    else:
-        data = _load_torchvision(data_dir)
-    data["mean"], data["std"] = channel_stats(data["train_images"])
+def load_cifar10(data_dir, num_workers=0, statistics=True):
+    """Dict of uint8 NHWC ``train_images``/``test_images``, int64 labels, ``classes``, and, with
+    ``statistics``, the training set's per-channel ``mean`` and ``std`` (fractions of 255)."""
+    data_dir = os.path.expanduser(data_dir)
+    data = _load_image_folder_cached(data_dir, num_workers) if _is_image_folder(data_dir) else _load_torchvision(data_dir)
+    if statistics:
+        data["mean"], data["std"] = channel_stats(data["train_images"])
     return data
 
 
@@ -70,7 +70,13 @@ def _no_data_message(data_dir):
 
 
 def _is_image_folder(data_dir):
-    return all(os.path.isdir(os.path.join(data_dir, split)) for split in ("train", "test"))
+    """True for a folder with train/ and test/; DataError for one with only one of them."""
+    present = [split for split in ("train", "test") if os.path.isdir(os.path.join(data_dir, split))]
+    if len(present) == 1:
+        missing = "test" if present == ["train"] else "train"
+        raise DataError(f"DATA_DIR={data_dir!r} has {present[0]}/ but no {missing}/: an image folder needs "
+                        f"both train/<class>/ and test/<class>/")
+    return len(present) == 2
 
 
 def _load_torchvision(data_dir):
@@ -92,33 +98,49 @@ def _load_torchvision(data_dir):
 
 
 def _list_image_folder(data_dir):
-    """Sorted class names and, per split, the (path, label) list."""
-    classes = sorted(e.name for e in os.scandir(os.path.join(data_dir, "train")) if e.is_dir())
+    """Sorted class names and, per split, the sorted (path, label, size, mtime) list."""
+    class_folders = {split: sorted(e.name for e in os.scandir(os.path.join(data_dir, split)) if e.is_dir())
+                     for split in ("train", "test")}
+    classes = class_folders["train"]
+    if class_folders["test"] != classes:
+        only_train = sorted(set(classes) - set(class_folders["test"]))
+        only_test = sorted(set(class_folders["test"]) - set(classes))
+        raise DataError(f"DATA_DIR={data_dir!r}: train/ and test/ have different class folders "
+                        f"(only in train/: {only_train or 'none'}; only in test/: {only_test or 'none'})")
     files = {}
     for split in ("train", "test"):
         files[split] = [
-            (os.path.join(data_dir, split, name, f), label)
+            (entry.path, label, entry.stat().st_size, entry.stat().st_mtime_ns)
             for label, name in enumerate(classes)
-            if os.path.isdir(os.path.join(data_dir, split, name))
-            for f in sorted(os.listdir(os.path.join(data_dir, split, name)))
+            for entry in sorted(os.scandir(os.path.join(data_dir, split, name)), key=lambda e: e.name)
         ]
         if not files[split]:
-            raise DataError(f"{_no_data_message(data_dir)} ({split}/ has no class folders with images)")
+            raise DataError(f"DATA_DIR={data_dir!r}: {split}/ has no images in its class folders")
     return classes, files
+
+
+def _fingerprint(classes, files):
+    """Identifies the folder's contents: every file's name, size and modification time, so that
+    an image replaced in place makes the cache stale."""
+    digest = hashlib.sha256()
+    for split, split_files in files.items():
+        for path, label, size, mtime in split_files:
+            digest.update(f"{split}/{os.path.basename(path)}\0{label}\0{size}\0{mtime}\n".encode())
+    return {"version": CACHE_VERSION, "classes": classes,
+            "counts": {split: len(f) for split, f in files.items()}, "files": digest.hexdigest()}
 
 
 def _load_image_folder_cached(data_dir, num_workers):
     classes, files = _list_image_folder(data_dir)
-    fingerprint = {"version": CACHE_VERSION, "classes": classes,
-                   "counts": {split: len(f) for split, f in files.items()}}
+    fingerprint = _fingerprint(classes, files)
     cache_path = os.path.join(data_dir, CACHE_NAME)
     cached = _read_cache(cache_path)
     if cached is not None and cached["fingerprint"] == fingerprint:
         return cached["data"]
     data = {"classes": classes}
     for split, split_files in files.items():
-        data[f"{split}_images"] = _decode_all([p for p, _ in split_files], num_workers)
-        data[f"{split}_labels"] = torch.tensor([label for _, label in split_files])
+        data[f"{split}_images"] = _decode_all([f[0] for f in split_files], num_workers)
+        data[f"{split}_labels"] = torch.tensor([f[1] for f in split_files])
     _write_cache(cache_path, {"fingerprint": fingerprint, "data": data})
     return data
 
@@ -183,10 +205,8 @@ class Batches:
         train = data["train_images"].to(device)
         self.train_padded = torch.nn.functional.pad(train, (0, 0, PAD, PAD, PAD, PAD))
         self.train_labels = data["train_labels"].to(device)
-        self.test_images = data["test_images"].to(device)
-        self.test_labels = data["test_labels"].to(device)
-        self.mean = (data["mean"] * 255).to(device).view(1, 3, 1, 1)
-        self.std = (data["std"] * 255).to(device).view(1, 3, 1, 1)
+        self.test = TestSet(data["test_images"], data["test_labels"], data["mean"], data["std"], device, channels_last)
+        self._normalised = normaliser(data["mean"], data["std"], device, channels_last)
         self.arange = torch.arange(IMAGE_SIZE, device=device)
 
     @property
@@ -212,12 +232,6 @@ class Batches:
         for step in range(min(count, self.steps_per_epoch(batch_size))):
             yield self._augmented(order[step * batch_size:(step + 1) * batch_size], shifts, flips)[0]
 
-    def test_batches(self, batch_size, rank=0, world_size=1):
-        """Yield (images, labels) of this process's share of the test set, each image once."""
-        for start in range(rank * batch_size, len(self.test_labels), batch_size * world_size):
-            yield (self._normalised(self.test_images[start:start + batch_size]),
-                   self.test_labels[start:start + batch_size])
-
     def _draw(self, generator):
         """A shuffle of the training set and every image's crop offset and flip."""
         n = self.num_train
@@ -234,7 +248,33 @@ class Batches:
         crops = self.train_padded[index[:, None, None], rows[:, :, None], columns[:, None, :]]
         return self._normalised(crops), self.train_labels[index]
 
-    def _normalised(self, images_nhwc):
-        # NHWC uint8 -> NCHW float whose strides are already channels-last.
-        images = images_nhwc.permute(0, 3, 1, 2).float().sub_(self.mean).div_(self.std)
-        return images if self.channels_last else images.contiguous()
+
+class TestSet:
+    """The test images kept on ``device``, normalised with the training set's ``mean`` and ``std``
+    (fractions of 255, as a checkpoint records them)."""
+
+    def __init__(self, images, labels, mean, std, device, channels_last=True):
+        self.device = device
+        self.images, self.labels = images.to(device), labels.to(device)
+        self._normalised = normaliser(mean, std, device, channels_last)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def batches(self, batch_size, rank=0, world_size=1):
+        """Yield (images, labels) of this process's share of the test set, each image once."""
+        for start in range(rank * batch_size, len(self.labels), batch_size * world_size):
+            yield self._normalised(self.images[start:start + batch_size]), self.labels[start:start + batch_size]
+
+
+def normaliser(mean, std, device, channels_last):
+    """A function from NHWC uint8 images to normalised NCHW floats whose strides are already
+    channels-last (or contiguous NCHW)."""
+    mean = (torch.as_tensor(mean) * 255).to(device).view(1, 3, 1, 1)
+    std = (torch.as_tensor(std) * 255).to(device).view(1, 3, 1, 1)
+
+    def normalised(images_nhwc):
+        images = images_nhwc.permute(0, 3, 1, 2).float().sub_(mean).div_(std)
+        return images if channels_last else images.contiguous()
+
+    return normalised

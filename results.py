@@ -274,13 +274,14 @@ def _accuracy_panels(results, cells_of, title):
         for cell in cells_of(with_lars):
             epochs = [row["epoch"] for row in cell["history"]]
             ax.plot(epochs, [row["test_acc"] for row in cell["history"]], ".-", label=f"batch {cell['batch_size']}")
-        ax.set_title(f"{results['preset']}: {title} {'with' if with_lars else 'without'} LARS")
+        ax.set_title(f"{results['preset']}: {title}{'with' if with_lars else 'without'} LARS")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8, loc="best")
     axes[0, 0].set_ylabel("test top-1 accuracy, %")
+    handles = {line.get_label(): line for ax in axes[0] for line in ax.lines}
+    if handles:  # one legend beside the panels, where it covers no curve
+        axes[0, -1].legend(handles.values(), handles.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return fig
 
 
@@ -389,7 +390,7 @@ def plot_grid(results_dir, results):
     def cells_of(with_lars):
         return [best for (_, lars), best in best_runs.items() if lars is with_lars and best is not None]
 
-    _save(_accuracy_panels(results, cells_of, "best of grid,"), os.path.join(results_dir, "accuracy.png"))
+    _save(_accuracy_panels(results, cells_of, "best of grid, "), os.path.join(results_dir, "accuracy.png"))
 
 
 def _save(fig, path):

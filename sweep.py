@@ -17,19 +17,21 @@ Resumable: a finished or diverged run is not run again (also when only the commi
 results.json records it, with the same settings), an interrupted one resumes from its
 checkpoint. After every run, RESULTS_DIR/<preset>/ gets results.json, results.md and figures.
 Exit status: 0 when every run has finished or diverged, 1 if a run failed otherwise, 2 for
-bad settings.
+bad settings or a sweep already running in RESULTS_DIR/<preset>/, 130 after Ctrl-C.
 """
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 
-from config import ConfigError, constants, load_config, peak_lr, run_differences, validate
+from config import HELP_FLAGS, ConfigError, help_text, constants, load_config, peak_lr, run_differences, validate
 from models import MODELS
 from results import DONE, best_grid_run, cell_summary, read_results, write_results
-from utils import EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, fail
+from train import EXIT_INTERRUPTED
+from utils import EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, fail, hold_lock
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -165,7 +167,26 @@ def run_cell(args, status):
     if status == "partial":
         command.append("--resume=True")
     print(f"\n$ {shlex.join(command)}", flush=True)
-    return subprocess.run(command).returncode in (0, EXIT_DIVERGED)
+    process = subprocess.Popen(command)
+    try:
+        return process.wait() in (0, EXIT_DIVERGED)
+    except KeyboardInterrupt:
+        stop_child(process)
+        raise
+
+
+def stop_child(process):
+    """After Ctrl-C: a terminal sends it to train.py too, which saves nothing more and reports;
+    a SIGINT sent to the sweep alone is passed on. train.py's checkpoints are atomic, so even
+    the last resort, a kill, loses at most the epoch in progress."""
+    for signal_to_send in (None, signal.SIGINT, signal.SIGKILL):
+        if signal_to_send is not None:
+            process.send_signal(signal_to_send)
+        try:
+            process.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def describe(run):
@@ -176,6 +197,9 @@ def describe(run):
 
 
 def main(argv):
+    if any(arg in HELP_FLAGS for arg in argv):
+        print(help_text(__doc__))
+        return
     preset = preset_name(argv)
     try:
         cfg = load_config(argv)
@@ -192,6 +216,10 @@ def main(argv):
     for run, summary in zip(runs, summaries):
         if summary["status"] in DONE:
             print(f"{preset}: {describe(run)}: {summary['status']}, skipped")
+    try:
+        lock = hold_lock(os.path.join(results_dir, ".sweep.lock"), f"the sweep {results_dir}")
+    except ConfigError as e:
+        fail(e, EXIT_BAD_INPUT)
     failed = set()
     while True:
         pending = [(run, summary) for run, summary in zip(runs, summaries)
@@ -199,11 +227,17 @@ def main(argv):
         if not pending:
             break
         run, summary = pending[0]
-        if not run_cell(run.args, summary["status"]):
-            failed.add(tuple(run.args))
+        try:
+            if not run_cell(run.args, summary["status"]):
+                failed.add(tuple(run.args))
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: {preset}, {describe(run)}; its checkpoint keeps every finished epoch. "
+                  f"Continue with: {header['command']}", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
         runs, summaries = plan(cell_list, preset, recorded)
         write_results(results_dir, {**header, "cells": summaries})
     write_results(results_dir, {**header, "cells": summaries})
+    lock.close()
     print(f"\n{preset}: results in {results_dir}/")
     sys.exit(1 if failed else 0)
 

@@ -3,11 +3,14 @@
     python train.py [configs/FILE.py] [--name=value ...]
     torchrun --nproc_per_node=N train.py [configs/FILE.py] [--name=value ...]
 
-Exit status: 0 done, 2 bad input (nothing written), 3 diverged (checkpoint records it).
+Exit status: 0 done, 2 bad input (nothing written), 3 diverged (checkpoint records it),
+130 interrupted by Ctrl-C (the checkpoint keeps the last finished epoch; the message says how
+to continue).
 """
 
 import contextlib
 import math
+import shlex
 import sys
 import time
 
@@ -17,17 +20,39 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from config import ConfigError, constants, load_config, run_differences, validate
+from config import HELP_FLAGS, ConfigError, help_text, constants, load_config, run_differences, validate
 from data import Batches, DataError, load_cifar10, subset
 from lars import LARS
 from models import MODELS, build_model
 from scheduler import GradualWarmupScheduler, PolynomialLRDecay
-from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, describe_machine, fail,
-                   format_duration, format_settings, init_distributed, load_checkpoint,
-                   load_model_state, pick_device, process_from_env, save_checkpoint, set_threads,
-                   writable_dir_problem)
+from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, NoCheckpointError, checkpoint_path,
+                   describe_machine, fail, format_duration, format_settings, hold_lock, init_distributed,
+                   load_checkpoint, load_model_state, lock_path, pick_device, process_from_env, save_checkpoint,
+                   set_threads, writable_dir_problem)
 
 EVAL_BATCH_SIZE = 1000
+ESTIMATE_AFTER_STEPS = 10  # steps of the first epoch after which the run's length is estimated
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
+
+
+def autocast(device, amp):
+    """bf16 autocast on the CPU, fp16 (with the GradScaler) on CUDA, when AMP is on."""
+    return torch.autocast(device.type, torch.float16 if device.type == "cuda" else torch.bfloat16, enabled=amp)
+
+
+@torch.no_grad()
+def test_accuracy(network, test_set, make_autocast, process=None):
+    """Top-1 accuracy in percent on ``test_set`` (data.TestSet); with ``process`` of several,
+    each evaluates its share and every image is counted once. train.py and val.py both use it."""
+    rank, world_size = (process.rank, process.world_size) if process else (0, 1)
+    network.eval()
+    correct = torch.zeros((), device=test_set.device, dtype=torch.long)
+    for images, labels in test_set.batches(EVAL_BATCH_SIZE, rank, world_size):
+        with make_autocast():
+            correct += (network(images).argmax(1) == labels).sum()
+    if world_size > 1:
+        dist.all_reduce(correct)
+    return 100.0 * correct.item() / len(test_set)
 
 
 def build_optimizer(model, cfg):
@@ -62,6 +87,7 @@ class Trainer:
         self.per_rank_batch = cfg.BATCH_SIZE // process.world_size
         self.micro_batch = cfg.MICRO_BATCH_SIZE or self.per_rank_batch
         self.batches = Batches(data, device, cfg.CHANNELS_LAST)
+        self.data_mean, self.data_std = data["mean"].tolist(), data["std"].tolist()
         self.steps_per_epoch = self.batches.steps_per_epoch(cfg.BATCH_SIZE)
         torch.manual_seed(cfg.SEED)
         memory_format = torch.channels_last if cfg.CHANNELS_LAST else torch.contiguous_format
@@ -77,9 +103,7 @@ class Trainer:
             self.train_network = DistributedDataParallel(self.network, device_ids=[device] if device.type == "cuda" else None)
 
     def autocast(self):
-        """bf16 autocast on the CPU, fp16 (with the GradScaler) on CUDA, when AMP is on."""
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype, enabled=self.cfg.AMP)
+        return autocast(self.device, self.cfg.AMP)
 
     # --- checkpoints ---
 
@@ -88,6 +112,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "epoch": self.epoch, "history": self.history, "diverged": self.diverged,
                 "steps_per_epoch": self.steps_per_epoch,
+                "normalisation": {"mean": self.data_mean, "std": self.data_std},
                 "hyperparams": constants(self.cfg),
                 "machine": describe_machine(self.device, self.process.world_size)}
 
@@ -110,6 +135,7 @@ class Trainer:
         """Train up to NUM_EPOCHS; return False if the run diverged: its loss became non-finite
         (the checkpoint keeps the last finite epoch), or an epoch's mean training loss exceeded
         DIVERGENCE_LOSS (that epoch is evaluated and saved, marked diverged)."""
+        started, first_epoch = time.perf_counter(), self.epoch
         while self.epoch < self.cfg.NUM_EPOCHS:
             loss, seconds = self.train_epoch(progress)
             previous_time = self.history[-1]["time"] if self.history else 0.0
@@ -123,8 +149,10 @@ class Trainer:
                                  "time": previous_time + seconds})
             self.diverged = loss > self.cfg.DIVERGENCE_LOSS
             self.save()
+            per_epoch = (time.perf_counter() - started) / (self.epoch - first_epoch)  # with evaluation
             self.log(f"epoch {self.epoch:3d}/{self.cfg.NUM_EPOCHS} | loss {loss:.4f} | "
-                     f"top-1 {accuracy:.2f}% | time to train {format_duration(previous_time + seconds)}")
+                     f"top-1 {accuracy:.2f}% | time to train {format_duration(previous_time + seconds)} | "
+                     f"about {format_duration(per_epoch * (self.cfg.NUM_EPOCHS - self.epoch))} left")
             if self.diverged:
                 return False
         return True
@@ -138,13 +166,22 @@ class Trainer:
                                            self.process.rank, self.process.world_size)
         if progress is not None:
             batches = progress(batches, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}")
-        for images, labels in batches:
+        for step, (images, labels) in enumerate(batches, 1):
             loss = self.train_step(images, labels)
             if loss is None:
                 return math.nan, time.perf_counter() - start
             total += loss
+            if step == ESTIMATE_AFTER_STEPS and not self.history and step < self.steps_per_epoch:
+                self.log_first_estimate((time.perf_counter() - start) / step)
         mean_loss = total.item() / self.steps_per_epoch
         return mean_loss, time.perf_counter() - start
+
+    def log_first_estimate(self, seconds_per_step):
+        """A first guess of the run's length, before an epoch has ended: at 200 epochs a default
+        run takes days on a CPU, which a user should hear about in seconds, not hours."""
+        per_epoch = seconds_per_step * self.steps_per_epoch
+        self.log(f"first {ESTIMATE_AFTER_STEPS} steps: about {format_duration(per_epoch)} per epoch of training, "
+                 f"{format_duration(per_epoch * self.cfg.NUM_EPOCHS)} for {self.cfg.NUM_EPOCHS} epochs")
 
     def train_step(self, images, labels):
         """Forward and backward over micro-batches, then one optimizer step; return the mean loss
@@ -181,14 +218,8 @@ class Trainer:
         if self.process.distributed:  # every rank evaluates rank 0's batch-norm statistics
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, 0)
-        self.network.eval()  # without DDP: ranks see different numbers of test batches
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for images, labels in self.batches.test_batches(EVAL_BATCH_SIZE, self.process.rank, self.process.world_size):
-            with self.autocast():
-                correct += (self.network(images).argmax(1) == labels).sum()
-        if self.process.distributed:
-            dist.all_reduce(correct)
-        return 100.0 * correct.item() / len(self.batches.test_labels)
+        # Without DDP: ranks see different numbers of test batches.
+        return test_accuracy(self.network, self.batches.test, self.autocast, self.process)
 
     @torch.no_grad()
     def recompute_bn_statistics(self):
@@ -230,7 +261,7 @@ def load_resume_checkpoint(cfg):
     except CheckpointError as e:
         if cfg.RESUME:
             raise ConfigError(f"RESUME = True but {e}") from None
-        if "no checkpoint" in str(e):
+        if isinstance(e, NoCheckpointError):
             return None
         raise ConfigError(f"{e}; move it away or choose another CHECKPOINT_DIR") from None
     if not cfg.RESUME:
@@ -247,15 +278,34 @@ def load_resume_checkpoint(cfg):
 
 
 def main(argv):
+    if any(arg in HELP_FLAGS for arg in argv):
+        print(help_text(__doc__))
+        return
     process = process_from_env()
     try:
         cfg = load_config(argv)
         check_inputs(cfg, process)
         device = pick_device(cfg.DEVICE, process)
-        checkpoint = load_resume_checkpoint(cfg)
+        load_resume_checkpoint(cfg)  # refuse before the data is read
         data = subset(load_cifar10(cfg.DATA_DIR, cfg.NUM_WORKERS), cfg.TRAIN_SUBSET)
-    except (ConfigError, DataError, ValueError) as e:
+        # One run per checkpoint: the lock is held until this process ends, then the checkpoint
+        # is read again, as another run may have written it meanwhile.
+        lock = hold_lock(lock_path(checkpoint_path(cfg)), checkpoint_path(cfg)) if process.is_main else None
+        checkpoint = load_resume_checkpoint(cfg)
+    except (ConfigError, DataError) as e:
         fail(e, EXIT_BAD_INPUT)
+    try:
+        train(cfg, process, device, data, checkpoint)
+    except KeyboardInterrupt:
+        if process.is_main:
+            report_interrupt(cfg, argv)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def train(cfg, process, device, data, checkpoint):
     set_threads(cfg.NUM_THREADS)
     init_distributed(process, device)
     trainer = Trainer(cfg, process, device, data)
@@ -264,6 +314,10 @@ def main(argv):
               f"{format_settings(constants(cfg))}", flush=True)
     if checkpoint is not None:
         trainer.resume(checkpoint)
+        if trainer.epoch >= cfg.NUM_EPOCHS:
+            trainer.log(f"{trainer.path} is a complete run: {trainer.epoch} of {cfg.NUM_EPOCHS} epochs, "
+                        f"final top-1 {trainer.history[-1]['test_acc']:.2f}%; nothing to do")
+            return
         trainer.log(f"resumed at epoch {trainer.epoch}")
     else:
         trainer.save()  # epoch 0: a resumable starting point
@@ -280,6 +334,19 @@ def main(argv):
              f"{trainer.path} keeps the last finite state and records the divergence", EXIT_DIVERGED)
     if process.distributed:
         dist.destroy_process_group()
+
+
+def report_interrupt(cfg, argv):
+    """One line for Ctrl-C: what the checkpoint keeps and the command that continues it."""
+    path = checkpoint_path(cfg)
+    try:
+        epoch = load_checkpoint(path)["epoch"]
+    except CheckpointError:
+        print("interrupted before the first checkpoint was written; nothing was saved", file=sys.stderr)
+        return
+    command = shlex.join(["python", "train.py", *[a for a in argv if not a.lower().startswith("--resume=")],
+                          "--resume=True"])
+    print(f"interrupted: {path} keeps epoch {epoch} of {cfg.NUM_EPOCHS}; continue with: {command}", file=sys.stderr)
 
 
 def mark_diverged(path, history):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from config import ConfigError
+
 CHECKPOINT_FORMAT = "pytorch-lars-checkpoint"
 CHECKPOINT_VERSION = 1
 EXIT_BAD_INPUT = 2  # a setting, the data or the checkpoint directory cannot be used
@@ -17,6 +19,10 @@ EXIT_DIVERGED = 3  # the loss became non-finite; the checkpoint records it
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or not one of ours; the message says which."""
+
+
+class NoCheckpointError(CheckpointError):
+    """There is no checkpoint at that path (as opposed to one that cannot be used)."""
 
 
 def fail(message, status):
@@ -59,7 +65,7 @@ def pick_device(name, process):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"DEVICE = {name!r} but CUDA is not available; use 'auto' or 'cpu'")
+        raise ConfigError(f"DEVICE = {name!r} but CUDA is not available; use 'auto' or 'cpu'")
     if name == "cuda":
         name = f"cuda:{process.local_rank}"
     return torch.device(name)
@@ -102,6 +108,12 @@ def checkpoint_path(cfg):
     return os.path.join(cfg.CHECKPOINT_DIR, f"{prefix}-{cfg.BATCH_SIZE}.pth")
 
 
+def lock_path(checkpoint):
+    """The lock file that one run holds for ``checkpoint``."""
+    directory, name = os.path.split(checkpoint)
+    return os.path.join(directory, f".{name}.lock")
+
+
 def save_checkpoint(path, payload):
     """Write a checkpoint atomically, tagged with our format and version."""
     write_atomically(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}, f))
@@ -127,7 +139,7 @@ def write_atomically(path, write, mode="wb"):
 def load_checkpoint(path, map_location="cpu"):
     """Load one of our checkpoints with ``weights_only=True``; CheckpointError says what is wrong."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint at {path}")
+        raise NoCheckpointError(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -139,6 +151,22 @@ def load_checkpoint(path, map_location="cpu"):
         raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, "
                               f"this code reads version {CHECKPOINT_VERSION}")
     return payload
+
+
+def hold_lock(path, what):
+    """Take an exclusive lock on ``path`` (created if needed) for as long as this process lives,
+    or raise ConfigError if another process holds it. The OS releases the lock when the process
+    ends, however it ends, so a killed run never blocks the next one."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    handle = open(path, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"{what} is in use by another process (lock {path}); wait for it or stop it") from None
+    return handle  # keep a reference: closing it releases the lock
 
 
 def load_model_state(model, state, path):

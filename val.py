@@ -4,22 +4,25 @@
     python val.py --results=results/PRESET
 
 Without --checkpoint, the checkpoint that train.py writes for these settings (WITH_LARS,
-BATCH_SIZE, CHECKPOINT_DIR) is used. The test data comes from DATA_DIR. --results prints the
-tables of a sweep's results folder instead. Exit status 1 if the checkpoint or results are
-missing or unreadable, 2 for bad settings or data.
+BATCH_SIZE, CHECKPOINT_DIR) is used. The test data comes from DATA_DIR, or, when DATA_DIR is
+left at its default, from where the checkpoint's run read it. --results prints the tables of a
+sweep's results folder instead. Exit status 1 if the checkpoint or results are missing or
+unreadable, 2 for bad settings or data.
 """
 
+import os
 import sys
-import types
 
 import torch
 
-from config import ConfigError, load_config
-from data import DataError, load_cifar10
+import hyperparams
+from config import HELP_FLAGS, ConfigError, help_text, load_config
+from data import DataError, TestSet, channel_stats, load_cifar10
+from models import build_model
 from results import markdown, read_results
-from train import Trainer
+from train import autocast, test_accuracy
 from utils import (EXIT_BAD_INPUT, CheckpointError, Process, checkpoint_path, fail, format_history,
-                   format_settings, load_checkpoint, load_model_state, pick_device)
+                   format_settings, load_checkpoint, load_model_state, pick_device, set_threads)
 
 EXIT_NO_CHECKPOINT = 1
 
@@ -31,7 +34,26 @@ def split_arg(argv, name):
     return (values[-1] if values else None), [a for a in argv if not a.startswith(prefix)]
 
 
+def evaluate_checkpoint(checkpoint, path, data, device):
+    """The checkpoint's model, rebuilt as it was trained, evaluated on the test set with the
+    normalisation it was trained with."""
+    saved = checkpoint["hyperparams"]
+    model = build_model(saved["MODEL"])
+    load_model_state(model, checkpoint["model"], path)
+    memory_format = torch.channels_last if saved["CHANNELS_LAST"] else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    if "normalisation" in checkpoint:
+        mean, std = checkpoint["normalisation"]["mean"], checkpoint["normalisation"]["std"]
+    else:  # written before checkpoints recorded it
+        mean, std = channel_stats(data["train_images"])
+    test_set = TestSet(data["test_images"], data["test_labels"], mean, std, device, saved["CHANNELS_LAST"])
+    return test_accuracy(model, test_set, lambda: autocast(device, saved["AMP"]))
+
+
 def main(argv):
+    if any(arg in HELP_FLAGS for arg in argv):
+        print(help_text(__doc__))
+        return
     results_dir, argv = split_arg(argv, "results")
     if results_dir is not None:
         try:
@@ -43,31 +65,29 @@ def main(argv):
     try:
         cfg = load_config(argv)
         device = pick_device(cfg.DEVICE, Process())
-    except (ConfigError, ValueError) as e:
+    except ConfigError as e:
         fail(e, EXIT_BAD_INPUT)
     path = path or checkpoint_path(cfg)
     try:
         checkpoint = load_checkpoint(path)
     except CheckpointError as e:
         fail(e, EXIT_NO_CHECKPOINT)
-    saved = types.SimpleNamespace(**checkpoint["hyperparams"])
     print(f"checkpoint: {path}\nsettings:\n{format_settings(checkpoint['hyperparams'])}\n")
     print(format_history(checkpoint["history"]))
     if checkpoint["diverged"]:
         print("(nan): the run diverged; the weights are from the last finite epoch")
+    data_dir = cfg.DATA_DIR
+    if data_dir == os.path.expanduser(hyperparams.DATA_DIR):
+        data_dir = checkpoint["hyperparams"].get("DATA_DIR", data_dir)
+    set_threads(cfg.NUM_THREADS)
     try:
-        data = load_cifar10(cfg.DATA_DIR, cfg.NUM_WORKERS)
+        data = load_cifar10(data_dir, cfg.NUM_WORKERS, statistics=False)
+        accuracy = evaluate_checkpoint(checkpoint, path, data, device)
     except DataError as e:
         fail(e, EXIT_BAD_INPUT)
-    # The model is rebuilt as it was trained; only where it runs and reads data comes from here.
-    run = types.SimpleNamespace(**{**vars(saved), "DEVICE": cfg.DEVICE, "DATA_DIR": cfg.DATA_DIR,
-                                   "COMPILE": False, "PRECISE_BN": 0})
-    trainer = Trainer(run, Process(), device, data)
-    try:
-        load_model_state(trainer.model, checkpoint["model"], path)
     except CheckpointError as e:
         fail(e, EXIT_NO_CHECKPOINT)
-    print(f"top-1 accuracy: {trainer.evaluate():.2f}%")
+    print(f"top-1 accuracy: {accuracy:.2f}%")
 
 
 if __name__ == "__main__":

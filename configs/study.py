@@ -1,4 +1,4 @@
-# The tuned batch-size study (issue 11), applied on top of cpu_sweep.py:
+# The tuned batch-size study: SGD against LARS, equal tuning; on top of cpu_sweep.py:
 #   python sweep.py configs/cpu_sweep.py configs/study.py --data_dir=PATH_TO/cifar10
 # Protocol: cpu_sweep.py's (ResNet-20, 20 epochs, bf16, micro-batches of 128, precise BN), with
 # one recipe shared by SGD and LARS; only the optimizer and its peak LR differ. The recipe is

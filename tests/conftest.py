@@ -1,11 +1,16 @@
 import os
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+from utils import CheckpointError, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar10-jpg.tar.gz")
@@ -16,6 +21,10 @@ def cifar10_dir(tmp_path_factory):
     """The real CIFAR-10 image folders: $CIFAR10_DIR (set by .ci/run), else unpacked from shared/."""
     if os.environ.get("CIFAR10_DIR"):
         return os.environ["CIFAR10_DIR"]
+    if not os.path.isfile(SHARED_ARCHIVE):
+        pytest.fail(f"the end-to-end tests need the real CIFAR-10: set CIFAR10_DIR to an unpacked cifar10/ "
+                    f"folder (train/ and test/), or put cifar10-jpg.tar.gz at {os.path.normpath(SHARED_ARCHIVE)}",
+                    pytrace=False)
     target = tmp_path_factory.mktemp("real")
     with tarfile.open(SHARED_ARCHIVE) as archive:
         archive.extractall(target, filter="data")
@@ -40,6 +49,44 @@ def tiny_folder(tmp_path):
 
 
 def run_script(*args, env=None, timeout=600):
-    """Run a project script as a user would, without a terminal."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+    """Run a project script as a user would, without a terminal, on the CPU (under torchrun on
+    a machine with one GPU, rank 1 would otherwise ask for cuda:1)."""
+    return subprocess.run([sys.executable, *script_args(args)], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+def script_args(args):
+    """``args`` with --device=cpu for the scripts that train or evaluate (unless it is given)."""
+    scripts = ("train.py", "val.py", "sweep.py")
+    if any(a in scripts for a in args) and not any(a.lower().startswith("--device=") for a in args):
+        return [*args, "--device=cpu"]
+    return list(args)
+
+
+def saved_epoch(path):
+    try:
+        return load_checkpoint(path)["epoch"]
+    except CheckpointError:
+        return -1
+
+
+def kill_when(process, path, epoch, delay, sig=signal.SIGKILL):
+    """Send ``sig`` to ``process`` ``delay`` seconds after its checkpoint reaches ``epoch``."""
+    while saved_epoch(path) < epoch:
+        assert process.poll() is None, "finished before it could be killed"
+        time.sleep(0.01)
+    time.sleep(delay)
+    process.send_signal(sig)
+    process.wait()
+
+
+class NoBatchNorm(torch.nn.Module):
+    """A model without batch norm, for tests where per-micro-batch statistics would differ."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))

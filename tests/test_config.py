@@ -95,3 +95,15 @@ def test_overrides_win_over_config_files_even_inside_them(tmp_path):
     cfg = load_config([str(preset), "--k=4"])
     assert (cfg.K, cfg.BATCH_SIZE, cfg.LR) == (4, 512, pytest.approx(2.0))
     assert type(cfg.BATCH_SIZE) is int
+
+
+def test_k_and_batch_size_are_one_setting_and_the_later_level_wins(tmp_path):
+    preset = tmp_path / "k4.py"
+    preset.write_text("K = 4\n")
+    assert load_config([str(preset), "--batch_size=1024"]).K == 8, "an override wins over the file's K"
+    other = tmp_path / "b256.py"
+    other.write_text("BATCH_SIZE = 256\n")
+    assert load_config([str(preset), str(other)]).K == 2, "a later file's BATCH_SIZE replaces an earlier K"
+    assert load_config(["--k=4", "--batch_size=512"]).BATCH_SIZE == 512, "agreeing values are fine"
+    with pytest.raises(ConfigError, match="contradict"):
+        load_config(["--k=2", "--batch_size=512"])

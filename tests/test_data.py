@@ -40,6 +40,49 @@ def test_cache_is_rebuilt_when_images_are_added(tiny_folder):
     assert len(load_cifar10(tiny_folder)["train_labels"]) == 13
 
 
+def test_cache_is_rebuilt_when_an_image_is_replaced_in_place(tiny_folder):
+    from PIL import Image
+
+    before = load_cifar10(tiny_folder)
+    path = os.path.join(tiny_folder, "train", "airplane", "0000.png")
+    Image.new("RGB", (32, 32), (7, 8, 9)).save(path)  # same name, new pixels
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a clock that ticks coarsely
+    after = load_cifar10(tiny_folder)
+    assert not torch.equal(before["train_images"][0], after["train_images"][0])
+    assert after["train_images"][0, 0, 0].tolist() == [7, 8, 9]
+
+
+@pytest.mark.parametrize("mistake, words", [
+    ("no test", "has train/ but no test/"),
+    ("no train", "has test/ but no train/"),
+    ("classes differ", "different class folders (only in train/: ['dog']; only in test/: ['horse'])"),
+    ("empty classes", "test/ has no images in its class folders"),
+])
+def test_a_broken_image_folder_says_what_is_wrong_with_it(tiny_folder, mistake, words):
+    import shutil
+
+    if mistake == "no test":
+        shutil.rmtree(os.path.join(tiny_folder, "test"))
+    elif mistake == "no train":
+        shutil.rmtree(os.path.join(tiny_folder, "train"))
+    elif mistake == "classes differ":
+        os.rename(os.path.join(tiny_folder, "test", "dog"), os.path.join(tiny_folder, "test", "horse"))
+    else:
+        for name in os.listdir(os.path.join(tiny_folder, "test")):
+            shutil.rmtree(os.path.join(tiny_folder, "test", name))
+            os.makedirs(os.path.join(tiny_folder, "test", name))
+    with pytest.raises(DataError) as error:
+        load_cifar10(tiny_folder)
+    assert words in str(error.value) and "download" not in str(error.value)
+
+
+def test_a_data_dir_with_a_tilde_is_expanded(tiny_folder, monkeypatch):
+    monkeypatch.setenv("HOME", os.path.dirname(tiny_folder))
+    data = load_cifar10(os.path.join("~", os.path.basename(tiny_folder)))
+    assert len(data["train_labels"]) == 12
+
+
 def test_parallel_decoding_gives_the_same_tensors(tiny_folder):
     one = data_module._decode_all(sorted(_image_paths(tiny_folder)), 1)
     two = data_module._decode_all(sorted(_image_paths(tiny_folder)), 2)
@@ -85,7 +128,7 @@ def test_batch_augmentation_is_a_per_image_crop_and_flip(tiny_folder):
     assert images.is_contiguous(memory_format=torch.channels_last)
     for i in range(6):
         expected = reference_crop_flip(batches.train_padded[i], *shifts[i].tolist(), bool(flips[i]))
-        expected = (expected.permute(2, 0, 1).float() - batches.mean[0]) / batches.std[0]
+        expected = (expected.permute(2, 0, 1).float() - 255 * data["mean"].view(3, 1, 1)) / (255 * data["std"].view(3, 1, 1))
         torch.testing.assert_close(images[i], expected)
     assert torch.equal(labels, data["train_labels"][:6])
 
@@ -120,8 +163,8 @@ def test_bn_calibration_batches_are_a_fixed_sample_of_every_class():
 
 def test_test_batches_cover_every_image_once_across_processes(tiny_folder):
     batches = Batches(load_cifar10(tiny_folder), torch.device("cpu"))
-    seen = [y for r in range(2) for _, y in batches.test_batches(2, rank=r, world_size=2)]
-    assert sorted(torch.cat(seen).tolist()) == sorted(batches.test_labels.tolist())
+    seen = [y for r in range(2) for _, y in batches.test.batches(2, rank=r, world_size=2)]
+    assert sorted(torch.cat(seen).tolist()) == sorted(batches.test.labels.tolist())
 
 
 def test_channel_stats_match_torch():

@@ -8,6 +8,8 @@ import torch
 from tests.conftest import run_script
 from utils import load_checkpoint
 
+pytestmark = pytest.mark.slow
+
 QUICK = ["--model=resnet20", "--train_subset=1024", "--num_epochs=2", "--warmup_epochs=1",
          "--amp=True", "--batch_size=128"]
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import ROOT, make_image_folder, run_script
+from tests.conftest import ROOT, kill_when, make_image_folder, run_script
 from utils import CheckpointError, load_checkpoint, save_checkpoint
 
 RUN = ["--model=resnet20", "--batch_size=32", "--num_epochs=4", "--warmup_epochs=1",
@@ -33,23 +33,6 @@ def final_state(checkpoint_dir):
     return checkpoint, history
 
 
-def saved_epoch(path):
-    try:
-        return load_checkpoint(path)["epoch"]
-    except CheckpointError:
-        return -1
-
-
-def kill_when(process, path, epoch, delay):
-    """SIGKILL ``process`` ``delay`` seconds after its checkpoint reaches ``epoch``."""
-    while saved_epoch(path) < epoch:
-        assert process.poll() is None, "finished before it could be killed"
-        time.sleep(0.01)
-    time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(folder, tmp_path_factory):
     checkpoint_dir = tmp_path_factory.mktemp("uninterrupted")
@@ -58,10 +41,11 @@ def uninterrupted(folder, tmp_path_factory):
     return final_state(checkpoint_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epoch, delay", [(0, 0.0), (1, 0.15), (2, 0.3)])
 def test_sigkill_then_resume_matches_an_uninterrupted_run_bit_for_bit(folder, tmp_path, uninterrupted, epoch, delay):
     args = train_args(folder, tmp_path)
-    process = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "train.py", *args, "--device=cpu"], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_when(process, str(tmp_path / "withLars-32.pth"), epoch, delay)
     assert process.returncode == -signal.SIGKILL
@@ -108,6 +92,7 @@ def test_checkpoints_hold_only_plain_values(tmp_path):
     assert os.listdir(tmp_path) == ["c.pth"], "temporary file left behind"
 
 
+@pytest.mark.slow
 def test_foreign_truncated_and_mismatched_checkpoints_are_one_line_errors(folder, tmp_path):
     foreign = tmp_path / "foreign.pth"
     torch.save({"state_dict": {}}, foreign)
@@ -136,6 +121,7 @@ def test_foreign_truncated_and_mismatched_checkpoints_are_one_line_errors(folder
     assert result.stderr.strip().count("\n") == 0 and "does not fit this model" in result.stderr
 
 
+@pytest.mark.slow
 def test_divergence_stops_records_nan_and_keeps_the_last_finite_checkpoint(folder, tmp_path):
     args = train_args(folder, tmp_path, "--lr=1e30", "--with_lars=False", "--warmup_epochs=0")
     result = run_script("train.py", *args)
@@ -168,6 +154,9 @@ BAD_INPUT = [
     (["--data_dir={empty}"], "no CIFAR-10 found"),
     (["--checkpoint_dir={file}/sub"], "CHECKPOINT_DIR"),
     (["--resume=True"], "RESUME = True but no checkpoint"),
+    (["--k=2", "--batch_size=512"], "contradict each other"),
+    (["--divergence_loss=0"], "DIVERGENCE_LOSS = 0.0 is not allowed"),
+    (["--label_smoothing=1.0"], "LABEL_SMOOTHING = 1.0 is not allowed"),
 ]
 
 
@@ -191,6 +180,7 @@ def test_batch_not_divisible_by_the_processes_is_rejected_before_joining(folder,
     assert result.returncode == 2 and "multiple of the number of processes (3)" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_new_run_never_overwrites_an_existing_checkpoint(folder, tmp_path):
     args = train_args(folder, tmp_path, "--num_epochs=1", "--warmup_epochs=0")
     assert run_script("train.py", *args).returncode == 0

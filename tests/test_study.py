@@ -36,6 +36,7 @@ def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("study") / "data", per_class_train=32, per_class_test=10)
 
 
+@pytest.mark.slow
 def test_a_grid_sweep_runs_each_peak_lr_then_the_best_with_extra_seeds_and_resumes(folder, tmp_path):
     preset = tmp_path / "grid.py"
     preset.write_text(GRID_PRESET)
@@ -69,6 +70,7 @@ def test_a_grid_sweep_runs_each_peak_lr_then_the_best_with_extra_seeds_and_resum
     assert more.stdout.count("train.py") == 1 and "--seed=2" in more.stdout, "only the new seed runs"
 
 
+@pytest.mark.slow
 def test_a_run_whose_loss_exceeds_the_threshold_stops_after_that_epoch_as_diverged(folder, tmp_path):
     args = ["--model=resnet20", "--batch_size=16", "--num_epochs=3", "--warmup_epochs=0", "--num_threads=1",
             f"--data_dir={folder}", f"--checkpoint_dir={tmp_path}", "--divergence_loss=0.5"]
@@ -146,6 +148,7 @@ def test_excluding_biases_and_norm_weights_removes_their_decay_for_both_optimize
     assert len(single["params"]) == len(list(model.parameters())) and single["weight_decay"] > 0.0
 
 
+@pytest.mark.slow
 def test_label_smoothing_is_applied_to_the_training_loss(folder):
     data = load_cifar10(folder)
     losses = {}

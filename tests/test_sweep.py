@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from results import markdown
-from tests.conftest import ROOT, make_image_folder, run_script
-from tests.test_reliability import kill_when
+from tests.conftest import ROOT, NoBatchNorm, kill_when, make_image_folder, run_script
 from train import Trainer
 from config import load_config
 from data import load_cifar10
@@ -46,6 +45,7 @@ def table_rows(text):
             if line.startswith("| ") and not line.startswith("| Batch")]
 
 
+@pytest.mark.slow
 def test_sweep_runs_each_cell_once_and_writes_matching_tables_and_figures(folder, tmp_path):
     args = sweep_args(folder, tmp_path, "--num_epochs=1")
     first = run_script("sweep.py", *args)
@@ -71,6 +71,7 @@ def test_sweep_runs_each_cell_once_and_writes_matching_tables_and_figures(folder
     assert read(tmp_path, "default")["cells"] == results["cells"]
 
 
+@pytest.mark.slow
 def test_a_diverged_cell_is_recorded_as_nan_and_the_sweep_goes_on(folder, tmp_path):
     preset = tmp_path / "explode.py"
     preset.write_text("LR = 1e30 if BATCH_SIZE == 16 else 0.01\n")  # the first cell diverges
@@ -83,10 +84,11 @@ def test_a_diverged_cell_is_recorded_as_nan_and_the_sweep_goes_on(folder, tmp_pa
     assert rows[0][2].endswith("(nan)") and "(nan)" not in rows[1][2]
 
 
+@pytest.mark.slow
 def test_an_interrupted_cell_resumes_from_its_checkpoint(folder, tmp_path):
     args = sweep_args(folder, tmp_path, "--num_epochs=3", "--sweep_batch_sizes=[16]")
     cell = [*args, "--batch_size=16", "--with_lars=False", f"--checkpoint_dir={tmp_path / 'ck' / 'default'}"]
-    process = subprocess.Popen([sys.executable, "train.py", *cell], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "train.py", *cell, "--device=cpu"], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_when(process, str(tmp_path / "ck" / "default" / "noLars-16.pth"), 1, 0.0)
     result = run_script("sweep.py", *args)
@@ -137,6 +139,7 @@ def recalibrate(model_name, folder):
     return {k for k in before if not torch.equal(before[k], after[k])}, trainer
 
 
+@pytest.mark.slow
 def test_precise_bn_changes_only_batch_norm_buffers(folder):
     changed, trainer = recalibrate("resnet20", folder)
     buffers = {name for name, _ in trainer.model.named_buffers()}
@@ -144,10 +147,9 @@ def test_precise_bn_changes_only_batch_norm_buffers(folder):
     assert trainer.model.bn1.momentum == 0.1, "momentum restored after recalibration"
 
 
+@pytest.mark.slow
 def test_precise_bn_is_a_no_op_without_batch_norm(folder, monkeypatch):
     import models
-    from tests.test_distributed import NoBatchNorm
-
     monkeypatch.setitem(models.MODELS, "no_bn", NoBatchNorm)
     changed, _ = recalibrate("no_bn", folder)
     assert changed == set()
@@ -168,6 +170,7 @@ def test_times_from_different_machines_are_labelled_with_their_machine():
     assert [row[3] for row in table_rows(text)] == ["1m 00s", "1m 00s"] and "\nMachine: Xeon," in text
 
 
+@pytest.mark.slow
 def test_val_prints_a_results_folders_tables(folder, tmp_path):
     assert run_script("sweep.py", *sweep_args(folder, tmp_path, "--num_epochs=1", "--sweep_batch_sizes=[16]")).returncode == 0
     shown = run_script("val.py", f"--results={tmp_path / 'results' / 'default'}")
@@ -177,6 +180,7 @@ def test_val_prints_a_results_folders_tables(folder, tmp_path):
     assert missing.returncode == 1 and missing.stderr.startswith("error: no readable results")
 
 
+@pytest.mark.slow
 def test_cells_recorded_in_results_json_are_not_run_again_without_checkpoints(folder, tmp_path):
     args = sweep_args(folder, tmp_path, "--num_epochs=1")
     assert run_script("sweep.py", *args).returncode == 0
@@ -188,3 +192,18 @@ def test_cells_recorded_in_results_json_are_not_run_again_without_checkpoints(fo
     assert read(tmp_path, "default")["cells"] == recorded
     changed = run_script("sweep.py", *args, "--seed=1", "--sweep_batch_sizes=[16]")
     assert "train.py" in changed.stdout, "different settings: the cell runs again"
+
+
+def test_accuracy_figures_mark_every_epoch_and_keep_the_legend_off_the_curves():
+    from results import _accuracy_panels
+
+    history = [{"epoch": 1, "test_acc": 40.0, "train_loss": 1.5, "time": 1.0}]
+    cells = [{"batch_size": b, "with_lars": lars, "history": history} for b in (16, 32) for lars in (False, True)]
+    fig = _accuracy_panels({"preset": "p", "cells": cells},
+                           lambda with_lars: [c for c in cells if c["with_lars"] is with_lars], "")
+    lines = [line for ax in fig.axes for line in ax.lines]
+    assert lines and all(line.get_marker() not in ("None", "", None) for line in lines), "one-epoch runs are visible"
+    (legend,) = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    fig.canvas.draw()
+    legend_box = legend.get_window_extent()
+    assert all(legend_box.x0 >= ax.get_window_extent().x1 for ax in fig.axes), "beside the panels, not on them"
