@@ -55,6 +55,7 @@ CHECKPOINT_DIR = "checkpoint"  # where withLars-<batch>.pth / noLars-<batch>.pth
 RESUME = False  # continue the run saved in CHECKPOINT_DIR from its last epoch
 SEED = 0  # seeds the model init, the data order and the augmentation
 DIVERGENCE_LOSS = 23.0  # stop a run whose epoch's mean training loss exceeds this (10 x ln 10) or is not finite
+LAYER_STATS_EVERY = 50  # per-tensor norms, trust ratios, update sizes at each epoch's first step and every N-th; 0 = off
 DEVICE = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda" or "cuda:N"
 NUM_THREADS = 0  # CPU threads per process; 0 = the cores divided among the local processes
 

@@ -103,6 +103,24 @@ class LARS(Optimizer):
             update(params, grads, bufs, **_hyper(group))
         return loss
 
+    @torch.no_grad()
+    def trust_ratios(self):
+        """{parameter: its local LR (the trust ratio, before the global LR) as a 0-dim tensor}
+        for every tensor that LARS adapts and that has a gradient, from the current weights and
+        gradients: the values the next ``step()`` uses. For diagnostics; reads nothing on the host."""
+        ratios = {}
+        for group in self.param_groups:
+            if not group["adapt"]:
+                continue
+            for p in group["params"]:
+                if p.grad is not None:
+                    dtype = _norm_dtype(p.dtype)
+                    ratios[p] = _trust_ratio(torch.linalg.vector_norm(p, dtype=dtype),
+                                             torch.linalg.vector_norm(p.grad, dtype=dtype),
+                                             weight_decay=group["weight_decay"], trust_coef=group["trust_coef"],
+                                             eps=group["eps"])
+        return ratios
+
     def _refuse_sparse_gradients(self):
         for group in self.param_groups:
             if any(p.grad is not None and p.grad.is_sparse for p in group["params"]):
@@ -144,10 +162,15 @@ def _hyper(group):
     return {k: group[k] for k in keys}
 
 
+def _trust_ratio(w_norm, g_norm, *, weight_decay, trust_coef, eps):
+    """The local LR from (stacked or 0-dim) norms, without host synchronisation."""
+    local = trust_coef * w_norm / (g_norm + weight_decay * w_norm + eps)
+    return torch.where((w_norm > 0) & (g_norm > 0), local, torch.ones_like(local))
+
+
 def _step_sizes(w_norm, g_norm, *, lr, weight_decay, trust_coef, eps, trust_clip):
     """Per-tensor step size s from (stacked or 0-dim) norms, without host synchronisation."""
-    local = trust_coef * w_norm / (g_norm + weight_decay * w_norm + eps)
-    local = torch.where((w_norm > 0) & (g_norm > 0), local, torch.ones_like(local))
+    local = _trust_ratio(w_norm, g_norm, weight_decay=weight_decay, trust_coef=trust_coef, eps=eps)
     return torch.minimum(local, _as_tensor(lr, local)) if trust_clip else local * lr
 
 

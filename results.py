@@ -11,6 +11,7 @@ import math
 import os
 import statistics
 
+from diagnostics import plot_layers, thinned
 from utils import CheckpointError, format_accuracy, format_duration, load_checkpoint, write_atomically
 
 DONE = ("finished", "diverged")
@@ -37,6 +38,7 @@ def cell_summary(path, num_epochs):
         "steps_per_epoch": checkpoint.get("steps_per_epoch"),
         "hyperparams": checkpoint["hyperparams"], "history": history,
         "machine": checkpoint.get("machine"),
+        "layer_stats": thinned(checkpoint["layer_stats"]) if checkpoint.get("layer_stats", {}).get("steps") else None,
     }
 
 
@@ -107,6 +109,7 @@ def write_results(results_dir, results):
         plot_grid(results_dir, results)
     else:
         plot(results_dir, results)
+    plot_layer_figures(results_dir, results)
 
 
 def read_results(results_dir):
@@ -391,6 +394,17 @@ def plot_grid(results_dir, results):
         return [best for (_, lars), best in best_runs.items() if lars is with_lars and best is not None]
 
     _save(_accuracy_panels(results, cells_of, "best of grid, "), os.path.join(results_dir, "accuracy.png"))
+
+
+def plot_layer_figures(results_dir, results):
+    """layers_<batch>_<sgd|lars>.png: each cell's layer statistics (the best run's, in a grid),
+    from the records results.json keeps."""
+    for (batch, with_lars), runs in groups(results).items():
+        run = best_grid_run(runs) if results.get("grid") else runs[0]
+        if run is not None and run.get("layer_stats"):
+            name = "lars" if with_lars else "sgd"
+            plot_layers(run["layer_stats"], os.path.join(results_dir, f"layers_{batch}_{name}.png"),
+                        f"batch {batch}, {name.upper()}")
 
 
 def _save(fig, path):

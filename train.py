@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from config import HELP_FLAGS, ConfigError, help_text, constants, load_config, run_differences, validate
 from data import Batches, DataError, load_cifar10, subset
+from diagnostics import LayerStats
 from lars import LARS
 from models import MODELS, build_model
 from scheduler import GradualWarmupScheduler, PolynomialLRDecay
@@ -97,6 +98,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.AMP and device.type == "cuda")
         self.epoch, self.history, self.diverged = 0, [], False
+        self.stats = LayerStats(self.model, self.optimizer, cfg.LAYER_STATS_EVERY)
         self.network = torch.compile(self.model) if cfg.COMPILE else self.model
         self.train_network = self.network
         if process.distributed:
@@ -111,7 +113,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "epoch": self.epoch, "history": self.history, "diverged": self.diverged,
-                "steps_per_epoch": self.steps_per_epoch,
+                "steps_per_epoch": self.steps_per_epoch, "layer_stats": self.stats.records,
                 "normalisation": {"mean": self.data_mean, "std": self.data_std},
                 "hyperparams": constants(self.cfg),
                 "machine": describe_machine(self.device, self.process.world_size)}
@@ -128,6 +130,7 @@ class Trainer:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.epoch, self.history = checkpoint["epoch"], checkpoint["history"]
+        self.stats.records = checkpoint.get("layer_stats") or self.stats.records
 
     # --- training ---
 
@@ -166,14 +169,16 @@ class Trainer:
                                            self.process.rank, self.process.world_size)
         if progress is not None:
             batches = progress(batches, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}")
-        for step, (images, labels) in enumerate(batches, 1):
-            loss = self.train_step(images, labels)
+        for step, (images, labels) in enumerate(batches):
+            loss = self.train_step(images, labels, step)
             if loss is None:
+                self.stats.discard_pending()
                 return math.nan, time.perf_counter() - start
             total += loss
-            if step == ESTIMATE_AFTER_STEPS and not self.history and step < self.steps_per_epoch:
-                self.log_first_estimate((time.perf_counter() - start) / step)
+            if step + 1 == ESTIMATE_AFTER_STEPS and not self.history and step + 1 < self.steps_per_epoch:
+                self.log_first_estimate((time.perf_counter() - start) / (step + 1))
         mean_loss = total.item() / self.steps_per_epoch
+        self.stats.flush()  # the epoch's layer statistics, read from the device once
         return mean_loss, time.perf_counter() - start
 
     def log_first_estimate(self, seconds_per_step):
@@ -183,9 +188,10 @@ class Trainer:
         self.log(f"first {ESTIMATE_AFTER_STEPS} steps: about {format_duration(per_epoch)} per epoch of training, "
                  f"{format_duration(per_epoch * self.cfg.NUM_EPOCHS)} for {self.cfg.NUM_EPOCHS} epochs")
 
-    def train_step(self, images, labels):
+    def train_step(self, images, labels, step_in_epoch=None):
         """Forward and backward over micro-batches, then one optimizer step; return the mean loss
-        over the global batch, or None, without stepping, if it is not finite."""
+        over the global batch, or None, without stepping, if it is not finite. The layer
+        statistics are recorded around the step when ``step_in_epoch`` is one of theirs."""
         step_loss = torch.zeros((), device=self.device)
         chunks = list(zip(images.split(self.micro_batch), labels.split(self.micro_batch)))
         for i, (x, y) in enumerate(chunks):
@@ -204,7 +210,13 @@ class Trainer:
         # optimizer applies it.
         finite = bool(torch.isfinite(step_loss))
         if finite:
+            record = step_in_epoch is not None and self.stats.wants(step_in_epoch)
+            if record:
+                self.scaler.unscale_(self.optimizer)  # the statistics see true gradients; step() then does not unscale again
+                before = self.stats.before_step()
             self.scaler.step(self.optimizer)
+            if record:
+                self.stats.after_step(self.epoch * self.steps_per_epoch + step_in_epoch, before)
             self.scaler.update()
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,12 +1,13 @@
 """Show a checkpoint's settings and accuracy history, then evaluate its top-1 accuracy.
 
-    python val.py [configs/FILE.py] [--name=value ...] [--checkpoint=PATH]
+    python val.py [configs/FILE.py] [--name=value ...] [--checkpoint=PATH] [--layers]
     python val.py --results=results/PRESET
 
 Without --checkpoint, the checkpoint that train.py writes for these settings (WITH_LARS,
 BATCH_SIZE, CHECKPOINT_DIR) is used. The test data comes from DATA_DIR, or, when DATA_DIR is
 left at its default, from where the checkpoint's run read it. --results prints the tables of a
-sweep's results folder instead. Exit status 1 if the checkpoint or results are missing or
+sweep's results folder instead. --layers adds the run's layer statistics: a table per recorded
+epoch, and the figure CHECKPOINT-layers.png beside the checkpoint. Exit status 1 if the checkpoint or results are missing or
 unreadable, 2 for bad settings or data.
 """
 
@@ -18,6 +19,7 @@ import torch
 import hyperparams
 from config import HELP_FLAGS, ConfigError, help_text, load_config
 from data import DataError, TestSet, channel_stats, load_cifar10
+from diagnostics import format_tables, plot_layers
 from models import build_model
 from results import markdown, read_results
 from train import autocast, test_accuracy
@@ -50,6 +52,16 @@ def evaluate_checkpoint(checkpoint, path, data, device):
     return test_accuracy(model, test_set, lambda: autocast(device, saved["AMP"]))
 
 
+def show_layers(checkpoint, path):
+    records = checkpoint.get("layer_stats")
+    print("\n" + format_tables(records, checkpoint.get("steps_per_epoch")))
+    if records and records["steps"]:
+        figure = os.path.splitext(path)[0] + "-layers.png"
+        saved = checkpoint["hyperparams"]
+        plot_layers(records, figure, f"batch {saved['BATCH_SIZE']}, {'LARS' if saved['WITH_LARS'] else 'SGD'}")
+        print(f"figure: {figure}")
+
+
 def main(argv):
     if any(arg in HELP_FLAGS for arg in argv):
         print(help_text(__doc__))
@@ -62,6 +74,8 @@ def main(argv):
             fail(e, EXIT_NO_CHECKPOINT)
         return
     path, argv = split_arg(argv, "checkpoint")
+    layers = "--layers" in argv
+    argv = [a for a in argv if a != "--layers"]
     try:
         cfg = load_config(argv)
         device = pick_device(cfg.DEVICE, Process())
@@ -76,6 +90,8 @@ def main(argv):
     print(format_history(checkpoint["history"]))
     if checkpoint["diverged"]:
         print("(nan): the run diverged; the weights are from the last finite epoch")
+    if layers:
+        show_layers(checkpoint, path)
     data_dir = cfg.DATA_DIR
     if data_dir == os.path.expanduser(hyperparams.DATA_DIR):
         data_dir = checkpoint["hyperparams"].get("DATA_DIR", data_dir)

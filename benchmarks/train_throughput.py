@@ -4,8 +4,9 @@
 
 (a) the model alone on one fixed in-memory batch (the ceiling), in float32 and bf16 autocast,
     NCHW and channels-last; (b) train.py's own loop (Trainer.train_epoch: uint8 data on the
-    device, batch augmentation, the preset's AMP and memory format), also at batch 8192 as one
-    batch and as 64 micro-batches of 128; (c) a loop in the original project's style: torchvision
+    device, batch augmentation, the preset's AMP and memory format), with the layer statistics
+    at their default, at every step, and off, also at batch 8192 as one batch and as 64
+    micro-batches of 128; (c) a loop in the original project's style: torchvision
     ImageFolder with PIL transforms through a DataLoader (2 workers), float32 NCHW; (d) train.py
     under torchrun with 1 and 2 processes (gloo). (a)-(c) are measured twice, interleaved, and
     the better of the two is kept. --compile adds train.py's loop with COMPILE = True.
@@ -125,6 +126,8 @@ def main(argv):
         "(a) model alone, bf16 autocast, NCHW": model_alone(cfg, True, False),
         "(a) model alone, bf16 autocast, channels-last": model_alone(cfg, True, True),
         "(b) train.py loop, batch 128": train_loop(argv, data),
+        "(b) train.py loop, batch 128, layer statistics every step": train_loop(argv, data, "--layer_stats_every=1"),
+        "(b) train.py loop, batch 128, layer statistics off": train_loop(argv, data, "--layer_stats_every=0"),
         "(b) train.py loop, batch 128, float32 NCHW": train_loop(argv, data, "--amp=False", "--channels_last=False"),
         "(c) original-style loop (PIL, DataLoader, float32 NCHW)": original_style(cfg),
     }
@@ -150,6 +153,10 @@ def main(argv):
     print("| loop | images/s | / ceiling (a, bf16 channels-last) | / original-style (c) |\n|---|---|---|---|")
     for name, rate in best.items():
         print(f"| {name} | {rate:.0f} | {rate / ceiling:.2f} | {rate / original:.2f} |")
+    off = best["(b) train.py loop, batch 128, layer statistics off"]
+    print(f"\nlayer statistics (LAYER_STATS_EVERY = {cfg.LAYER_STATS_EVERY}, the default) / off: "
+          f"{best['(b) train.py loop, batch 128'] / off:.3f}; every step / off: "
+          f"{best['(b) train.py loop, batch 128, layer statistics every step'] / off:.3f}")
 
 
 if __name__ == "__main__":

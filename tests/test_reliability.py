@@ -14,7 +14,7 @@ from tests.conftest import ROOT, kill_when, make_image_folder, run_script
 from utils import CheckpointError, load_checkpoint, save_checkpoint
 
 RUN = ["--model=resnet20", "--batch_size=32", "--num_epochs=4", "--warmup_epochs=1",
-       "--with_lars=True", "--num_threads=1"]
+       "--with_lars=True", "--num_threads=1", "--layer_stats_every=4"]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run_bit_for_bit(folder, tm
     checkpoint, history = final_state(tmp_path)
     expected_checkpoint, expected_history = uninterrupted
     assert history == expected_history
+    assert checkpoint["layer_stats"] == expected_checkpoint["layer_stats"] and checkpoint["layer_stats"]["steps"]
     for name, tensor in expected_checkpoint["model"].items():
         assert torch.equal(checkpoint["model"][name], tensor), name
     expected_buffers = expected_checkpoint["optimizer"]["state"]
