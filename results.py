@@ -63,6 +63,13 @@ def best_grid_run(cells):
     return max(finished, key=lambda c: c["final_top1"], default=None)
 
 
+def at_grid_edge(best, runs):
+    """True if ``best`` has the smallest or the largest peak LR of a grid of 3 or more: the
+    best LR may then lie beyond the grid, which should be extended."""
+    peaks = sorted({c["peak_lr"] for c in runs if c.get("role", "grid") == "grid"})
+    return len(peaks) >= 3 and best["peak_lr"] in (peaks[0], peaks[-1])
+
+
 def groups(results):
     """{(batch size, with LARS): its runs}, sorted by batch size, SGD first."""
     grouped = {}
@@ -192,7 +199,8 @@ def _grid_tables(results, machines):
     lines = ["## Best of grid", "",
              "The best peak LR of each batch size and optimizer is the grid run with the highest final "
              "top-1 that did not diverge; top-1 is the mean ± standard deviation over every seed run "
-             "at that LR (n runs), time to train their mean. LARS: peak LR (lr x trust coefficient).", ""]
+             "at that LR (n runs), time to train their mean. LARS: peak LR (lr x trust coefficient). "
+             "(edge of grid): the best is the grid's smallest or largest LR, so the grid needs extending.", ""]
     header = "| Batch | SGD: peak LR | SGD: top-1 % | SGD: time to train | LARS: peak LR (lr x tc) | LARS: top-1 % | LARS: time to train |"
     if reference:
         header += f" {results['reference']}: SGD | LARS |"
@@ -207,7 +215,8 @@ def _grid_tables(results, machines):
             mean, sd = mean_and_sd([c["final_top1"] for c in same_lr])
             spread = f" ± {sd:.2f} (n={len(same_lr)})" if sd is not None else " (n=1)"
             seconds = statistics.mean(c["time_to_train"] for c in same_lr)
-            row += f" {_lr_label(best)} | {mean:.2f}{spread} | {_time(best, machines, seconds)} |"
+            edge = " (edge of grid)" if at_grid_edge(best, grouped[batch, with_lars]) else ""
+            row += f" {_lr_label(best)}{edge} | {mean:.2f}{spread} | {_time(best, machines, seconds)} |"
         if reference:
             row += "".join(f" {format_accuracy(reference[batch, lars]) if (batch, lars) in reference else '-'} |"
                            for lars in (False, True))

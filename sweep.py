@@ -11,7 +11,8 @@ and for a grid --lr and --seed) with its own checkpoint under CHECKPOINT_DIR/<pr
 - SWEEP_PEAK_LRS = [...] makes each cell a grid: one run per peak LR (the LR after warm-up;
   the run's LR is peak / WARMUP_MULTIPLIER). None: one run with the LR as set.
 - SWEEP_EXTRA_SEEDS = [...]: when a cell's grid is done, its best peak LR (highest final top-1
-  of the runs that did not diverge) runs again with each of these seeds.
+  of the runs that did not diverge) runs again with each of these seeds, unless the best is the
+  smallest or largest LR of a grid of 3 or more: then the grid needs extending first.
 
 Resumable: a finished or diverged run is not run again (also when only the committed
 results.json records it, with the same settings), an interrupted one resumes from its
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 from config import HELP_FLAGS, ConfigError, help_text, constants, load_config, peak_lr, run_differences, validate
 from models import MODELS
-from results import DONE, best_grid_run, cell_summary, read_results, write_results
+from results import DONE, at_grid_edge, best_grid_run, cell_summary, read_results, write_results
 from train import EXIT_INTERRUPTED
 from utils import EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, fail, hold_lock
 
@@ -133,7 +134,8 @@ def plan(cell_list, preset, recorded):
         runs += grid
         summaries += grid_summaries
         best = best_grid_run(grid_summaries)
-        if all(s["status"] in DONE for s in grid_summaries) and best is not None:
+        done = all(s["status"] in DONE for s in grid_summaries)
+        if done and best is not None and not at_grid_edge(best, grid_summaries):
             seeds = seed_runs(cell, preset, best)
             runs += seeds
             summaries += [summarise(run, recorded) for run in seeds]

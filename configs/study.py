@@ -1,26 +1,20 @@
-# The tuned batch-size study: SGD against LARS, equal tuning; on top of cpu_sweep.py:
-#   python sweep.py configs/cpu_sweep.py configs/study.py --data_dir=PATH_TO/cifar10
-# Protocol: cpu_sweep.py's (ResNet-20, 20 epochs, bf16, micro-batches of 128, precise BN), with
-# one recipe shared by SGD and LARS; only the optimizer and its peak LR differ. The recipe is
-# standard large-batch practice, chosen by the pilot in configs/pilot/ (results/study_pilot/):
-# - warm-up over 5 epochs (30 of 120 steps at 8K) from 2 % of the peak LR (multiplier 50), in
-#   place of the original's 2 epochs from half the peak; then poly(2) decay as before;
-# - label smoothing 0.1; the last BN of each residual block starts at gamma = 0 (Goyal et al.);
-# - biases and BN weights: no weight decay (both optimizers) and no LARS adaptation;
-# - weight decay 5e-4 for both optimizers (the original gave LARS 5e-3);
-# - LARS trust coefficient 0.02. Only lr x tc matters for the adapted tensors; the excluded
-#   ones step with the global LR, which tc = 0.02 keeps at SGD's scale (lr x tc = 0.02 is
-#   lr = 1.0 for them; with the paper's 0.001 it would be 20).
-WARMUP_EPOCHS = 5
-WARMUP_MULTIPLIER = 50.0
-LABEL_SMOOTHING = 0.1
-ZERO_INIT_RESIDUAL = True
-EXCLUDE_BN_BIAS = True
-WEIGHT_DECAY = 5e-4
-LARS_WEIGHT_DECAY = 5e-4
-TRUST_COEF = 0.02
-END_LR = 1e-5 * K
-# A run's peak LR where no grid sets it: the pilot's starting points (lr x tc = 0.02 for LARS,
-# SGD's square-root rule from 0.1 at batch 128), until the grid gives the rule of section 4.
-peak_lr = 0.02 / TRUST_COEF if WITH_LARS else 0.1 * (BATCH_SIZE / 128) ** 0.5
-LR = peak_lr / WARMUP_MULTIPLIER
+# The tuned batch-size study: SGD against LARS with equal tuning, on top of the shared recipe:
+#   python sweep.py configs/cpu_sweep.py configs/large_batch.py configs/study.py --data_dir=PATH_TO/cifar10
+# At batch 128, 512, 2048 and 8192 each optimizer gets a grid of 4 peak LRs spaced 2x apart
+# (LARS: lr x tc named below; peak LR = lr x tc / TRUST_COEF), the same number of runs for
+# both; a grid whose best run is at an edge gets another LR beyond it (sweep.py runs no extra
+# seeds until the best is inside its grid). The best LR of each then runs with 2 more seeds.
+# Batch 256, 1024 and 4096 run once per optimizer at the LR of the rule in large_batch.py.
+# The grid LRs are listed middle first, so that a partial grid says the most.
+SWEEP_BATCH_SIZES = [8192, 128, 2048, 512, 256, 1024, 4096]
+SWEEP_REFERENCE = "results/cpu_sweep"
+sgd_grid = {128: [0.1, 0.2, 0.05, 0.4], 512: [0.2, 0.4, 0.1, 0.8], 2048: [0.4, 0.8, 0.2, 1.6],
+            8192: [0.8, 1.6, 0.4, 3.2]}
+lars_grid = {128: [0.005, 0.01, 0.0025, 0.02], 512: [0.01, 0.02, 0.005, 0.04], 2048: [0.01, 0.02, 0.005, 0.04],
+             8192: [0.02, 0.04, 0.01, 0.08]}  # lr x tc
+if BATCH_SIZE in sgd_grid:
+    SWEEP_PEAK_LRS = [x / TRUST_COEF for x in lars_grid[BATCH_SIZE]] if WITH_LARS else sgd_grid[BATCH_SIZE]
+    SWEEP_EXTRA_SEEDS = [1, 2]
+else:
+    SWEEP_PEAK_LRS = None  # one run at the rule's LR
+    SWEEP_EXTRA_SEEDS = []

@@ -13,7 +13,7 @@ import hyperparams
 from config import load_config, run_differences
 from data import load_cifar10
 from models import MODELS, build_model
-from results import best_grid_run, fewest_steps, markdown, steps_to_target
+from results import at_grid_edge, best_grid_run, fewest_steps, markdown, steps_to_target
 from tests.conftest import make_image_folder, run_script
 from train import Trainer, build_optimizer
 from utils import Process, load_checkpoint
@@ -162,3 +162,14 @@ def test_label_smoothing_is_applied_to_the_training_loss(folder):
         losses[smoothing] = trainer.train_step(images, labels).item()
         assert losses[smoothing] == pytest.approx(expected.item(), rel=1e-5)
     assert losses[0.3] != pytest.approx(losses[0.0], rel=1e-3)
+
+
+def test_a_best_at_the_edge_of_a_grid_of_three_or_more_is_flagged():
+    def run(peak, status="finished", role="grid"):
+        return {"peak_lr": peak, "status": status, "role": role}
+
+    grid = [run(0.1), run(0.2), run(0.4), run(0.8, "diverged")]
+    assert not at_grid_edge(grid[2], grid), "the largest LR diverged: 0.4 is inside"
+    assert at_grid_edge(grid[0], grid) and not at_grid_edge(grid[1], grid)
+    assert not at_grid_edge(grid[0], grid[:2]), "two LRs have no inside"
+    assert at_grid_edge(grid[0], [*grid, run(0.05, role="seed")]), "extra seeds do not widen the grid"

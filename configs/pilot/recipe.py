@@ -1,6 +1,6 @@
-# Pilot run set 1 of the study (configs/study.py): the whole shared recipe, SGD and LARS at
-# batch 8192 and 128, one peak LR each. On top of cpu_sweep.py and study.py:
-#   python sweep.py configs/cpu_sweep.py configs/study.py configs/pilot/recipe.py --results_dir=results/study_pilot --data_dir=PATH_TO/cifar10
+# Pilot run set 1 of the study (configs/large_batch.py): the whole shared recipe, SGD and LARS at
+# batch 8192 and 128, one peak LR each. On top of cpu_sweep.py and large_batch.py:
+#   python sweep.py configs/cpu_sweep.py configs/large_batch.py configs/pilot/recipe.py --results_dir=results/study_pilot --data_dir=PATH_TO/cifar10
 # Peak LRs: LARS lr x tc = 0.02 at 8K (the best of three tried with the original recipe) and
 # 0.01 at 128 (the original's tc 0.1 x LR 0.1, 84.51 %); SGD 0.1 at 128 (the original's) and
 # 1.6 at 8K (near chance after 5 epochs with the original warm-up).
