@@ -190,3 +190,34 @@ def test_zero_grad_sets_gradients_to_none():
     set_grads(params, 0)
     opt.zero_grad()
     assert all(p.grad is None for p in params)
+
+
+def test_complex_parameters_step_like_their_real_views(foreach):
+    g = torch.Generator().manual_seed(0)
+    complex_param = torch.nn.Parameter(torch.randn(6, 4, dtype=torch.complex64, generator=g))
+    real_param = torch.nn.Parameter(torch.view_as_real(complex_param.detach()).clone())
+    complex_opt = LARS([complex_param], lr=0.5, foreach=foreach, **HYPER)
+    real_opt = LARS([real_param], lr=0.5, foreach=foreach, **HYPER)
+    for _ in range(3):
+        grad = torch.randn(6, 4, dtype=torch.complex64, generator=g)
+        complex_param.grad, real_param.grad = grad, torch.view_as_real(grad).clone()
+        complex_opt.step()
+        real_opt.step()
+    torch.testing.assert_close(torch.view_as_real(complex_param.detach()), real_param.detach())
+
+
+def test_swa_utilities_anneal_the_lr_and_average_the_weights():
+    from torch.optim.swa_utils import SWALR, AveragedModel
+
+    model = torch.nn.Linear(4, 2)
+    opt = LARS(model.parameters(), lr=0.5, **HYPER)
+    swa_model, swa_scheduler = AveragedModel(model), SWALR(opt, swa_lr=0.05, anneal_epochs=2)
+    lrs = []
+    for i in range(3):
+        set_grads(list(model.parameters()), i)
+        opt.step()
+        swa_model.update_parameters(model)
+        swa_scheduler.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[-1] == pytest.approx(0.05) and lrs[0] > lrs[-1]
+    assert int(swa_model.n_averaged) == 3
