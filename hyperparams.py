@@ -25,7 +25,7 @@ EXCLUDE_BN_BIAS = False  # True: biases and norm weights get no weight decay (an
 LABEL_SMOOTHING = 0.0  # label smoothing of the cross-entropy loss (0 = none)
 
 # --- schedule, stepped once per optimizer step ---
-WARMUP_EPOCHS = 5  # linear warm-up from LR to LR * WARMUP_MULTIPLIER; 0 = start at the peak
+WARMUP_EPOCHS: int | float = 5  # linear warm-up from LR to LR * WARMUP_MULTIPLIER (may be fractional); 0 = start at the peak
 WARMUP_MULTIPLIER = 2.0  # peak LR = LR * WARMUP_MULTIPLIER
 LR_SCHEDULE = "poly"  # after warm-up: "poly" (to END_LR at the last step) or "step"
 POLY_POWER = 2.0  # power of the polynomial decay

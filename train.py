@@ -69,8 +69,9 @@ def build_optimizer(model, cfg):
 
 
 def build_scheduler(optimizer, cfg, steps_per_epoch):
-    """Warm-up over WARMUP_EPOCHS, then poly decay reaching END_LR at the last step, or step decay."""
-    warmup_steps = cfg.WARMUP_EPOCHS * steps_per_epoch
+    """Warm-up over WARMUP_EPOCHS (rounded to whole steps), then poly decay reaching END_LR at the
+    last step, or step decay."""
+    warmup_steps = round(cfg.WARMUP_EPOCHS * steps_per_epoch)
     total_steps = cfg.NUM_EPOCHS * steps_per_epoch
     if cfg.LR_SCHEDULE == "poly":
         after = PolynomialLRDecay(optimizer, max(1, total_steps - 1 - warmup_steps), cfg.END_LR, cfg.POLY_POWER)

@@ -15,7 +15,7 @@ from data import load_cifar10
 from models import MODELS, build_model
 from results import at_grid_edge, best_grid_run, fewest_steps, markdown, steps_to_target
 from tests.conftest import make_image_folder, run_script
-from train import Trainer, build_optimizer
+from train import Trainer, build_optimizer, build_scheduler
 from utils import Process, load_checkpoint
 
 GRID_PRESET = """
@@ -173,3 +173,17 @@ def test_a_best_at_the_edge_of_a_grid_of_three_or_more_is_flagged():
     assert at_grid_edge(grid[0], grid) and not at_grid_edge(grid[1], grid)
     assert not at_grid_edge(grid[0], grid[:2]), "two LRs have no inside"
     assert at_grid_edge(grid[0], [*grid, run(0.05, role="seed")]), "extra seeds do not widen the grid"
+
+
+@pytest.mark.parametrize("warmup_epochs, steps_per_epoch, peak_step", [(5 / 3, 6, 10), (0, 6, 0), (2, 390, 780)])
+def test_a_fractional_warm_up_reaches_the_peak_at_the_rounded_step(warmup_epochs, steps_per_epoch, peak_step):
+    cfg = load_config([f"--warmup_epochs={warmup_epochs}", "--warmup_multiplier=50", "--lr=0.002",
+                       "--num_epochs=20", "--end_lr=0"])
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.LR)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    lrs = []
+    for _ in range(peak_step + 2):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs.index(max(lrs)) == peak_step and max(lrs) == pytest.approx(0.1)
