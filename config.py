@@ -105,7 +105,8 @@ def _run_config_file(path, current, fixed):
         raise ConfigError(f"config file {path!r} cannot be read: {e.strerror}") from None
     namespace = _Namespace(current, pinned=fixed)
     try:
-        exec(compile(source, path, "exec"), {"__builtins__": __builtins__}, namespace)
+        # The namespace is the globals too, so comprehensions and functions see the settings.
+        exec(compile(source, path, "exec"), namespace, namespace)
     except Exception as e:  # the file's own error: a user's mistake, reported in one line
         raise ConfigError(f"{path}, line {_error_line(e, path)}: {type(e).__name__}: {_first_line(e)}") from None
     assigned = {}
@@ -154,7 +155,7 @@ def _evaluate_with_pins(pins):
         pins = {**pins, "K": _batch_multiple(pins["BATCH_SIZE"], pins.get("BASE_BATCH_SIZE", hyperparams.BASE_BATCH_SIZE))}
     source = inspect.getsource(hyperparams)
     namespace = _Namespace(pins, pinned=pins)
-    exec(compile(source, hyperparams.__file__, "exec"), {"__builtins__": __builtins__}, namespace)
+    exec(compile(source, hyperparams.__file__, "exec"), namespace, namespace)
     return {name: namespace[name] for name in constants(hyperparams)}  # in hyperparams.py's order
 
 

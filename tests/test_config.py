@@ -107,3 +107,10 @@ def test_k_and_batch_size_are_one_setting_and_the_later_level_wins(tmp_path):
     assert load_config(["--k=4", "--batch_size=512"]).BATCH_SIZE == 512, "agreeing values are fine"
     with pytest.raises(ConfigError, match="contradict"):
         load_config(["--k=2", "--batch_size=512"])
+
+
+def test_comprehensions_and_functions_in_a_config_file_see_the_settings(tmp_path):
+    preset = tmp_path / "grid.py"
+    preset.write_text("def scaled(x):\n    return x * K\n\nSWEEP_PEAK_LRS = [scaled(lr) / TRUST_COEF for lr in (0.01, 0.02)]\n")
+    cfg = load_config([str(preset), "--k=2", "--trust_coef=0.5"])
+    assert cfg.SWEEP_PEAK_LRS == [pytest.approx(0.04), pytest.approx(0.08)]

@@ -1,0 +1,63 @@
+"""Every preset runs as its header comment says, and the study's grid is the one it promises."""
+
+import glob
+import os
+import re
+
+import pytest
+
+import sweep
+from config import load_config, peak_lr, validate
+from models import MODELS
+from tests.conftest import ROOT
+
+PRESETS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True))
+STUDY = ["configs/cpu_sweep.py", "configs/large_batch.py", "configs/study.py"]
+
+
+def usage(preset):
+    """The script and arguments of the command in the preset's header, without placeholders."""
+    with open(os.path.join(ROOT, preset)) as f:
+        match = next(m for m in map(re.compile(r"#.*python (train|sweep)\.py (.*)").match, f) if m)
+    args = [a for a in match.group(2).split() if "PATH_TO" not in a and "[" not in a and not a.endswith("=B")]
+    return match.group(1), args
+
+
+def sweep_runs(args):
+    """Every run of a sweep: each cell's grid, and the extra seeds of its first peak LR."""
+    cfg = load_config(args)
+    sweep.validate_sweep(cfg)
+    preset = sweep.preset_name(args)
+    for cell in sweep.cells(args, cfg, preset):
+        grid = sweep.grid_runs(cell, preset)
+        yield cell, grid, sweep.seed_runs(cell, preset, {"peak_lr": grid[0].cfg.LR * grid[0].cfg.WARMUP_MULTIPLIER})
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_resolves_as_its_header_says(preset, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the headers name files relative to the checkout
+    script, args = usage(preset)
+    assert preset in args, f"{preset}'s header does not use it"
+    if script == "train":
+        validate(load_config(args), 1, tuple(MODELS))
+        return
+    runs = [run for _, grid, seeds in sweep_runs(args) for run in grid + seeds]
+    assert runs and all(run.cfg.NUM_EPOCHS > 0 for run in runs)
+
+
+def test_the_study_gives_both_optimizers_the_same_grid_of_lrs_spaced_2x(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    grids = {}
+    for (batch_size, with_lars, _, cfg), grid, seeds in sweep_runs(STUDY):
+        peaks = sorted(peak_lr(run.cfg) * (run.cfg.TRUST_COEF if with_lars else 1) for run in grid)
+        grids[batch_size, with_lars] = peaks
+        if cfg.SWEEP_PEAK_LRS is None:  # a batch size of the rule: one run at large_batch.py's LR
+            rule = load_config(["configs/cpu_sweep.py", "configs/large_batch.py", f"--batch_size={batch_size}",
+                                f"--with_lars={with_lars}"])
+            assert len(grid) == 1 and peak_lr(grid[0].cfg) == peak_lr(rule) and not seeds
+        else:
+            assert len(peaks) >= 4 and len(seeds) == 2, (batch_size, with_lars)
+            assert all(b / a == pytest.approx(2.0) for a, b in zip(peaks, peaks[1:])), (batch_size, with_lars)
+    assert sorted({b for b, _ in grids}) == [128, 256, 512, 1024, 2048, 4096, 8192]
+    for batch_size in (128, 512, 2048, 8192):
+        assert len(grids[batch_size, True]) == len(grids[batch_size, False]) >= 4
