@@ -143,6 +143,9 @@ def markdown(results):
         m = json.loads(machine)
         lines.append(f"{label}Machine: {m['cpu']}, {m['cores']} cores, device {m['device']} "
                      f"({m['accelerator']}), {m['processes']} process(es), torch {m['torch']}.")
+    trained = [c for c in results["cells"] if c.get("epochs_done")]
+    lines.append(f"{len(trained)} runs, {format_duration(sum(c['time_to_train'] for c in trained))} "
+                 "of training in all.")
     lines.append("Time to train counts training steps only, not evaluation. (nan): the run diverged "
                  "(non-finite loss, or an epoch's mean training loss above DIVERGENCE_LOSS); the "
                  "accuracy shown is the last one it reached.")
@@ -232,20 +235,24 @@ def _grid_tables(results, machines):
     lines += ["", "## Steps to target", "",
               "Optimizer steps until the test top-1 first reached each target: the fewest over the grid's "
               "runs at the base seed (the best LR for each target may differ), read at the end of each "
-              "epoch; '-': not reached. Perfect scaling halves the steps when the batch doubles.", "",
+              "epoch; '-': not reached; blank: no run done yet. Perfect scaling halves the steps when the "
+              "batch doubles.", "",
               f"| Batch | SGD: {targets} | LARS: {targets} |", "|---|" + "---|" * (2 * len(TARGETS))]
     for batch in batch_sizes:
         row = f"| {batch} |"
         for with_lars in (False, True):
             steps = fewest_steps(grouped.get((batch, with_lars), []))
-            row += "".join(f" {steps[t] if steps[t] is not None else '-'} |" for t in TARGETS)
+            row += "".join(f" {'' if not steps else steps[t] if steps[t] is not None else '-'} |" for t in TARGETS)
         lines.append(row)
     return lines + [""]
 
 
 def fewest_steps(runs):
-    """{target: the fewest steps any base-seed grid run took to reach it, or None}."""
+    """{target: the fewest steps any base-seed grid run took to reach it, or None}; {} before
+    any of them is done."""
     grid = [c for c in runs if c.get("role", "grid") == "grid" and c["status"] in DONE]
+    if not grid:
+        return {}
     fewest = {}
     for target in TARGETS:
         steps = [s for s in (steps_to_target(c, target) for c in grid) if s is not None]
@@ -382,7 +389,7 @@ def plot_grid(results_dir, results):
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for with_lars, name in ((False, "SGD"), (True, "LARS")):
         for target, style in ((50, "o-"), (70, "s-")):
-            points = [(b, fewest_steps(grouped.get((b, with_lars), []))[target]) for b in batch_sizes]
+            points = [(b, fewest_steps(grouped.get((b, with_lars), [])).get(target)) for b in batch_sizes]
             points = [(b, s) for b, s in points if s is not None]
             if points:
                 line, = ax.plot(*zip(*points), style, label=f"{name}, {target} %")

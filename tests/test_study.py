@@ -16,7 +16,7 @@ from models import MODELS, build_model
 from results import at_grid_edge, best_grid_run, fewest_steps, markdown, steps_to_target
 from tests.conftest import make_image_folder, run_script
 from train import Trainer, build_optimizer, build_scheduler
-from utils import Process, load_checkpoint
+from utils import Process, format_duration, load_checkpoint
 
 GRID_PRESET = """
 SWEEP_BATCH_SIZES = [16]
@@ -61,6 +61,8 @@ def test_a_grid_sweep_runs_each_peak_lr_then_the_best_with_extra_seeds_and_resum
     mean = sum(accuracies) / 2
     assert f"| 0.02 ({0.02 * hyperparams.TRUST_COEF:.3g}) | {mean:.2f} ± " in best_row and "(n=2)" in best_row
     assert "| 16 | LARS | 1e+06" in text and "(nan)" in text
+    total = sum(c["time_to_train"] for c in results["cells"])
+    assert f"3 runs, {format_duration(total)} of training in all." in text
     for name in ("lr_grid.png", "batch_size.png", "steps.png", "accuracy.png"):
         assert (tmp_path / "results" / "grid" / name).stat().st_size > 0
 
@@ -108,6 +110,7 @@ def test_fewest_steps_and_the_best_run_come_from_the_base_seed_grid():
     runs = [slow_best, fast, diverged, lucky_seed]
     assert best_grid_run(runs) is slow_best, "a diverged run or an extra seed is never the best"
     assert fewest_steps([slow_best, fast, lucky_seed]) == {50: 10, 70: 20, 80: None}
+    assert fewest_steps([lucky_seed, run("grid", "not run", None, [])]) == {}, "not reached differs from not run"
 
 
 def test_a_setting_missing_from_an_older_record_counts_as_its_default():
