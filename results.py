@@ -143,7 +143,7 @@ def markdown(results):
         m = json.loads(machine)
         lines.append(f"{label}Machine: {m['cpu']}, {m['cores']} cores, device {m['device']} "
                      f"({m['accelerator']}), {m['processes']} process(es), torch {m['torch']}.")
-    trained = [c for c in results["cells"] if c.get("epochs_done")]
+    trained = [c for c in results["cells"] if c["status"] in DONE]
     lines.append(f"{len(trained)} runs, {format_duration(sum(c['time_to_train'] for c in trained))} "
                  "of training in all.")
     lines.append("Time to train counts training steps only, not evaluation. (nan): the run diverged "
