@@ -5,12 +5,13 @@
 # both; a grid whose best run is at an edge gets another LR beyond it (sweep.py runs no extra
 # seeds until the best is inside its grid). The best LR of each then runs with 2 more seeds.
 # Batch 256, 1024 and 4096 run once per optimizer at the LR of the rule in large_batch.py.
-# The grid LRs are listed middle first, so that a partial grid says the most.
+# The grid LRs are listed middle first, so that a partial grid says the most; extensions come last.
+# Extended: 128 (SGD's best of 4 was its largest, 0.4: both grids get the next LR up).
 SWEEP_BATCH_SIZES = [8192, 128, 2048, 512, 256, 1024, 4096]
 SWEEP_REFERENCE = "results/cpu_sweep"
-sgd_grid = {128: [0.1, 0.2, 0.05, 0.4], 512: [0.2, 0.4, 0.1, 0.8], 2048: [0.4, 0.8, 0.2, 1.6],
+sgd_grid = {128: [0.1, 0.2, 0.05, 0.4, 0.8], 512: [0.2, 0.4, 0.1, 0.8], 2048: [0.4, 0.8, 0.2, 1.6],
             8192: [0.8, 1.6, 0.4, 3.2]}
-lars_grid = {128: [0.005, 0.01, 0.0025, 0.02], 512: [0.01, 0.02, 0.005, 0.04], 2048: [0.01, 0.02, 0.005, 0.04],
+lars_grid = {128: [0.005, 0.01, 0.0025, 0.02, 0.04], 512: [0.01, 0.02, 0.005, 0.04], 2048: [0.01, 0.02, 0.005, 0.04],
              8192: [0.02, 0.04, 0.01, 0.08]}  # lr x tc
 if BATCH_SIZE in sgd_grid:
     SWEEP_PEAK_LRS = [x / TRUST_COEF for x in lars_grid[BATCH_SIZE]] if WITH_LARS else sgd_grid[BATCH_SIZE]
