@@ -242,9 +242,16 @@ def _grid_tables(results, machines):
         row = f"| {batch} |"
         for with_lars in (False, True):
             steps = fewest_steps(grouped.get((batch, with_lars), []))
-            row += "".join(f" {'' if not steps else steps[t] if steps[t] is not None else '-'} |" for t in TARGETS)
+            row += "".join(f" {steps_cell(steps, t)} |" for t in TARGETS)
         lines.append(row)
     return lines + [""]
+
+
+def steps_cell(steps, target):
+    """A steps-to-target table cell: blank before any run is done, '-' when none reached it."""
+    if not steps:
+        return ""
+    return "-" if steps[target] is None else str(steps[target])
 
 
 def fewest_steps(runs):
