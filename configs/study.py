@@ -6,13 +6,19 @@
 # seeds until the best is inside its grid). The best LR of each then runs with 2 more seeds.
 # Batch 256, 1024 and 4096 run once per optimizer at the LR of the rule in large_batch.py.
 # The grid LRs are listed middle first, so that a partial grid says the most; extensions come last.
-# Extended: 128 (SGD's best of 4 was its largest, 0.4: both grids get the next LR up).
+# Extended: 128 (SGD's best of 4 was its largest, 0.4: both grids get the next LR up);
+# 2048 (the same: SGD's best of 4 was 1.6). Before 512 ran, its SGD grid moved up one LR
+# (0.2-1.6, centred between the best at 128, 0.4, and at 2048).
 SWEEP_BATCH_SIZES = [8192, 128, 2048, 512, 256, 1024, 4096]
 SWEEP_REFERENCE = "results/cpu_sweep"
-sgd_grid = {128: [0.1, 0.2, 0.05, 0.4, 0.8], 512: [0.2, 0.4, 0.1, 0.8], 2048: [0.4, 0.8, 0.2, 1.6],
+sgd_grid = {128: [0.1, 0.2, 0.05, 0.4, 0.8],
+            512: [0.4, 0.8, 0.2, 1.6],
+            2048: [0.4, 0.8, 0.2, 1.6, 3.2],
             8192: [0.8, 1.6, 0.4, 3.2]}
-lars_grid = {128: [0.005, 0.01, 0.0025, 0.02, 0.04], 512: [0.01, 0.02, 0.005, 0.04], 2048: [0.01, 0.02, 0.005, 0.04],
-             8192: [0.02, 0.04, 0.01, 0.08]}  # lr x tc
+lars_grid = {128: [0.005, 0.01, 0.0025, 0.02, 0.04],  # lr x tc
+             512: [0.01, 0.02, 0.005, 0.04],
+             2048: [0.01, 0.02, 0.005, 0.04, 0.08],
+             8192: [0.02, 0.04, 0.01, 0.08]}
 if BATCH_SIZE in sgd_grid:
     SWEEP_PEAK_LRS = [x / TRUST_COEF for x in lars_grid[BATCH_SIZE]] if WITH_LARS else sgd_grid[BATCH_SIZE]
     SWEEP_EXTRA_SEEDS = [1, 2]
