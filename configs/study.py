@@ -8,15 +8,16 @@
 # The grid LRs are listed middle first, so that a partial grid says the most; extensions come last.
 # Extended: 128 (SGD's best of 4 was its largest, 0.4: both grids get the next LR up);
 # 2048 (the same: SGD's best of 4 was 1.6). Before 512 ran, its SGD grid moved up one LR
-# (0.2-1.6, centred between the best at 128, 0.4, and at 2048).
+# (0.2-1.6, centred between the best at 128, 0.4, and at 2048); extended all the same (SGD's
+# best of 4 was 1.6 again).
 SWEEP_BATCH_SIZES = [8192, 128, 2048, 512, 256, 1024, 4096]
 SWEEP_REFERENCE = "results/cpu_sweep"
 sgd_grid = {128: [0.1, 0.2, 0.05, 0.4, 0.8],
-            512: [0.4, 0.8, 0.2, 1.6],
+            512: [0.4, 0.8, 0.2, 1.6, 3.2],
             2048: [0.4, 0.8, 0.2, 1.6, 3.2],
             8192: [0.8, 1.6, 0.4, 3.2]}
 lars_grid = {128: [0.005, 0.01, 0.0025, 0.02, 0.04],  # lr x tc
-             512: [0.01, 0.02, 0.005, 0.04],
+             512: [0.01, 0.02, 0.005, 0.04, 0.08],
              2048: [0.01, 0.02, 0.005, 0.04, 0.08],
              8192: [0.02, 0.04, 0.01, 0.08]}
 if BATCH_SIZE in sgd_grid:
