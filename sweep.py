@@ -35,6 +35,7 @@ from train import EXIT_INTERRUPTED
 from utils import EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, fail, hold_lock
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+SWEEP_LOCK = ".sweep.lock"  # held in the results directory while a sweep runs (git-ignored)
 
 
 @dataclass
@@ -219,7 +220,7 @@ def main(argv):
         if summary["status"] in DONE:
             print(f"{preset}: {describe(run)}: {summary['status']}, skipped")
     try:
-        lock = hold_lock(os.path.join(results_dir, ".sweep.lock"), f"the sweep {results_dir}")
+        lock = hold_lock(os.path.join(results_dir, SWEEP_LOCK), f"the sweep {results_dir}")
     except ConfigError as e:
         fail(e, EXIT_BAD_INPUT)
     failed = set()

@@ -190,3 +190,21 @@ def test_a_new_run_never_overwrites_an_existing_checkpoint(folder, tmp_path):
     again = run_script("train.py", *args)
     assert again.returncode == 2 and "exists: set RESUME = True" in again.stderr
     assert path.read_bytes() == saved
+
+
+def test_what_runs_write_inside_the_repository_is_git_ignored():
+    # A user who runs with the defaults and then commits results/ must not commit checkpoints,
+    # the data cache or the lock files that runs and sweeps leave behind.
+    from config import load_config
+    from data import CACHE_NAME
+    from sweep import SWEEP_LOCK
+    from utils import checkpoint_path, lock_path
+
+    cfg = load_config([])
+    checkpoint = checkpoint_path(cfg)
+    written = [checkpoint, lock_path(checkpoint), os.path.join(cfg.DATA_DIR, CACHE_NAME),
+               os.path.join(cfg.RESULTS_DIR, "cpu_sweep", SWEEP_LOCK)]
+    result = subprocess.run(["git", "check-ignore", *written], cwd=ROOT, capture_output=True, text=True)
+    assert sorted(result.stdout.split()) == sorted(written), result.stderr
+    kept = os.path.join(cfg.RESULTS_DIR, "cpu_sweep", "results.json")
+    assert subprocess.run(["git", "check-ignore", "-q", kept], cwd=ROOT).returncode == 1
