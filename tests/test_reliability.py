@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, kill_when, make_image_folder, run_script
-from utils import CheckpointError, load_checkpoint, save_checkpoint
+from config import load_config
+from data import CACHE_NAME
+from sweep import SWEEP_LOCK
+from utils import CheckpointError, checkpoint_path, load_checkpoint, lock_path, save_checkpoint
 
 RUN = ["--model=resnet20", "--batch_size=32", "--num_epochs=4", "--warmup_epochs=1",
        "--with_lars=True", "--num_threads=1", "--layer_stats_every=4"]
@@ -195,11 +198,6 @@ def test_a_new_run_never_overwrites_an_existing_checkpoint(folder, tmp_path):
 def test_what_runs_write_inside_the_repository_is_git_ignored():
     # A user who runs with the defaults and then commits results/ must not commit checkpoints,
     # the data cache or the lock files that runs and sweeps leave behind.
-    from config import load_config
-    from data import CACHE_NAME
-    from sweep import SWEEP_LOCK
-    from utils import checkpoint_path, lock_path
-
     cfg = load_config([])
     checkpoint = checkpoint_path(cfg)
     written = [checkpoint, lock_path(checkpoint), os.path.join(cfg.DATA_DIR, CACHE_NAME),
