@@ -20,7 +20,7 @@ import hyperparams
 # run, or a sweep's recorded run, may differ in these and still be the same run.
 OPERATIONAL_SETTINGS = {"RESUME", "DATA_DIR", "CHECKPOINT_DIR", "NUM_WORKERS", "NUM_THREADS", "DEVICE",
                         "COMPILE", "LAYER_STATS_EVERY", "SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS", "SWEEP_PEAK_LRS",
-                        "SWEEP_EXTRA_SEEDS", "SWEEP_REFERENCE", "RESULTS_DIR"}
+                        "SWEEP_EXTRA_SEEDS", "SWEEP_RECIPES", "SWEEP_REFERENCE", "RESULTS_DIR"}
 
 
 class ConfigError(ValueError):
@@ -203,7 +203,7 @@ def validate(cfg, world_size=1, model_names=()):
     _require(cfg, "MODEL", cfg.MODEL in model_names, "one of " + ", ".join(model_names))
     _require(cfg, "TRAIN_SUBSET", cfg.TRAIN_SUBSET is None or cfg.TRAIN_SUBSET >= per_rank,
              f"None or at least the per-process batch ({per_rank})")
-    for name in ("NUM_WORKERS", "NUM_THREADS", "PRECISE_BN", "LAYER_STATS_EVERY"):
+    for name in ("NUM_WORKERS", "NUM_THREADS", "PRECISE_BN", "LAYER_STATS_EVERY", "VALIDATION_SIZE"):
         _require(cfg, name, getattr(cfg, name) >= 0, ">= 0")
     _require(cfg, "DIVERGENCE_LOSS", cfg.DIVERGENCE_LOSS > 0, "> 0")
     _require(cfg, "LABEL_SMOOTHING", 0 <= cfg.LABEL_SMOOTHING < 1, "in [0, 1)")

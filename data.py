@@ -21,6 +21,7 @@ CACHE_VERSION = 2
 IMAGE_SIZE = 32
 PAD = 4
 SUBSET_SEED = 0  # TRAIN_SUBSET takes the first N of this fixed shuffle, the same for every SEED
+VALIDATION_SEED = 0  # VALIDATION_SIZE's hold-out: the same for every run, every SEED and every process
 BN_CALIBRATION_SEED = 0  # PRECISE_BN's batches: the same at every evaluation and for every SEED
 
 
@@ -36,6 +37,46 @@ def load_cifar10(data_dir, num_workers=0, statistics=True):
     if statistics:
         data["mean"], data["std"] = channel_stats(data["train_images"])
     return data
+
+
+def training_data(data_dir, num_workers=0, validation_size=0, train_subset=None):
+    """The data of a run: CIFAR-10 with ``validation_size`` training images held out as
+    ``val_images``/``val_labels``, the normalisation (``mean``, ``std``) computed from the
+    images left for training, and TRAIN_SUBSET taken from those. With ``validation_size=0``
+    this is exactly ``subset(load_cifar10(...), train_subset)``, as before the split existed."""
+    data = hold_out_validation(load_cifar10(data_dir, num_workers, statistics=False), validation_size)
+    data["mean"], data["std"] = channel_stats(data["train_images"])
+    return subset(data, train_subset)
+
+
+def hold_out_validation(data, n):
+    """``data`` with ``n`` training images moved to ``val_images``/``val_labels``: never trained
+    on, and chosen only by the labels and VALIDATION_SEED (see ``validation_indices``)."""
+    if n == 0:
+        return data
+    labels = data["train_labels"]
+    held_out = validation_indices(labels, n)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[held_out] = False
+    return {**data, "train_images": data["train_images"][keep], "train_labels": labels[keep],
+            "val_images": data["train_images"][held_out], "val_labels": labels[held_out]}
+
+
+def validation_indices(labels, n):
+    """Sorted indices of ``n`` training images, class-balanced: ``n // C`` of each of the C
+    classes and one more of the first ``n % C``, each class's drawn by VALIDATION_SEED. They
+    depend on nothing else, so every run, seed and process holds out the same images."""
+    classes = labels.unique()  # sorted
+    generator = torch.Generator().manual_seed(VALIDATION_SEED)
+    chosen = []
+    for i, label in enumerate(classes):
+        members = (labels == label).nonzero().flatten()
+        count = n // len(classes) + (i < n % len(classes))
+        if count >= len(members):
+            raise DataError(f"VALIDATION_SIZE = {n} would hold out {count} of the {len(members)} training "
+                            f"images of class {i}, leaving none of it to train on")
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return torch.cat(chosen).sort().values
 
 
 def subset(data, n):
@@ -206,6 +247,8 @@ class Batches:
         self.train_padded = torch.nn.functional.pad(train, (0, 0, PAD, PAD, PAD, PAD))
         self.train_labels = data["train_labels"].to(device)
         self.test = TestSet(data["test_images"], data["test_labels"], data["mean"], data["std"], device, channels_last)
+        self.validation = (TestSet(data["val_images"], data["val_labels"], data["mean"], data["std"], device,
+                                   channels_last) if "val_images" in data else None)
         self._normalised = normaliser(data["mean"], data["std"], device, channels_last)
         self.arange = torch.arange(IMAGE_SIZE, device=device)
 
@@ -250,8 +293,9 @@ class Batches:
 
 
 class TestSet:
-    """The test images kept on ``device``, normalised with the training set's ``mean`` and ``std``
-    (fractions of 255, as a checkpoint records them)."""
+    """Images to evaluate on (the test set, or the validation hold-out) kept on ``device``,
+    normalised with the training set's ``mean`` and ``std`` (fractions of 255, as a checkpoint
+    records them)."""
 
     def __init__(self, images, labels, mean, std, device, channels_last=True):
         self.device = device

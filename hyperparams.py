@@ -42,6 +42,7 @@ ZERO_INIT_RESIDUAL = False  # True: the last BN of each residual block starts wi
 # --- data ---
 DATA_DIR = "data"  # image folders DATA_DIR/{train,test}/<class>/, or torchvision's CIFAR-10 here
 TRAIN_SUBSET: int | None = None  # None = all 50,000 training images; N = first N of a fixed shuffle
+VALIDATION_SIZE = 0  # training images held out to choose LRs and recipes on (class-balanced, fixed); 0 = none
 NUM_WORKERS = 2  # processes that decode an image folder into the cache (first run only)
 
 # --- speed ---
@@ -64,5 +65,7 @@ SWEEP_BATCH_SIZES = [128, 256, 512, 1024, 2048, 4096, 8192]  # one training run 
 SWEEP_WITH_LARS = [False, True]  # ...and per optimizer
 SWEEP_PEAK_LRS: list | None = None  # a grid: one run per peak LR (LR * WARMUP_MULTIPLIER); None = the LR as set
 SWEEP_EXTRA_SEEDS: list = []  # then re-run the best peak LR of each (batch, optimizer) with these seeds
+SWEEP_RECIPES: list | None = None  # recipe variants: each cell runs once per name, with RECIPE set to it
+RECIPE = ""  # the variant's name in a SWEEP_RECIPES sweep; a preset reads it to change the settings
 SWEEP_REFERENCE: str | None = None  # a sweep's results folder whose cells the tables show for reference
 RESULTS_DIR = "results"  # sweep.py writes RESULTS_DIR/<preset>/results.{json,md} and figures

@@ -26,6 +26,7 @@ def cell_summary(path, num_epochs):
         return {"status": "not run", "history": []}
     history = checkpoint["history"]
     finite = [row["test_acc"] for row in history if not math.isnan(row["test_acc"])]
+    finite_val = [row["val_acc"] for row in history if not math.isnan(row.get("val_acc", math.nan))]
     if checkpoint["diverged"]:
         status = "diverged"
     else:
@@ -33,6 +34,7 @@ def cell_summary(path, num_epochs):
     return {
         "status": status, "epochs_done": checkpoint["epoch"],
         "final_top1": finite[-1] if finite else None,
+        "final_val_top1": finite_val[-1] if finite_val else None,
         "best_top1": max(finite) if finite else None,
         "time_to_train": history[-1]["time"] if history else 0.0,
         "steps_per_epoch": checkpoint.get("steps_per_epoch"),
@@ -55,12 +57,23 @@ def steps_to_target(cell, target):
     return None
 
 
+def selection_top1(cell):
+    """What a run is chosen by: its final validation top-1 when it held out a validation split,
+    else its final test top-1 (the sweeps recorded before the split existed)."""
+    return cell["final_val_top1"] if cell.get("final_val_top1") is not None else cell["final_top1"]
+
+
+def chosen_on(results):
+    """"validation" when the sweep's runs held out a validation split, else "test"."""
+    return "validation" if any(c.get("final_val_top1") is not None for c in results["cells"]) else "test"
+
+
 def best_grid_run(cells):
     """The grid run (base seed) with the highest final top-1 among those that finished without
-    diverging; None if there is none."""
+    diverging, on validation where there is a split (``selection_top1``); None if there is none."""
     finished = [c for c in cells if c.get("role", "grid") == "grid" and c["status"] == "finished"
                 and c.get("final_top1") is not None]
-    return max(finished, key=lambda c: c["final_top1"], default=None)
+    return max(finished, key=selection_top1, default=None)
 
 
 def at_grid_edge(best, runs):
@@ -71,11 +84,22 @@ def at_grid_edge(best, runs):
 
 
 def groups(results):
-    """{(batch size, with LARS): its runs}, sorted by batch size, SGD first."""
+    """{(batch size, recipe, with LARS): its runs}, sorted by batch size, then recipe in the order
+    the sweep ran them, SGD first. The recipe is "" in a sweep without SWEEP_RECIPES."""
     grouped = {}
     for cell in results["cells"]:
-        grouped.setdefault((cell["batch_size"], cell["with_lars"]), []).append(cell)
-    return dict(sorted(grouped.items()))
+        grouped.setdefault((cell["batch_size"], cell.get("recipe", ""), cell["with_lars"]), []).append(cell)
+    recipes = list(dict.fromkeys(recipe for _, recipe, _ in grouped))
+    return dict(sorted(grouped.items(), key=lambda item: (item[0][0], recipes.index(item[0][1]), item[0][2])))
+
+
+def table_rows(grouped):
+    """The (batch size, recipe) pairs of ``groups``, in its order: one table row each."""
+    return list(dict.fromkeys((batch, recipe) for batch, recipe, _ in grouped))
+
+
+def row_label(batch, recipe):
+    return f"batch {batch}" + (f", {recipe}" if recipe else "")
 
 
 def best_of_grid(runs):
@@ -173,10 +197,10 @@ def _original_row(cell, machines):
     return f"| {batch} | {lr} | {_accuracy(cell)} | {_time(cell, machines)} |"
 
 
-def _accuracy(cell):
+def _accuracy(cell, key="final_top1"):
     if cell["status"] == "not run":
         return "not run"
-    accuracy = format_accuracy(cell["final_top1"]) if cell["final_top1"] is not None else "-"
+    accuracy = format_accuracy(cell[key]) if cell.get(key) is not None else "-"
     if cell["status"] == "diverged":
         accuracy += " (nan)"
     elif cell["status"] == "partial":
@@ -197,74 +221,134 @@ def _lr_label(cell):
 
 def _grid_tables(results, machines):
     grouped = groups(results)
-    batch_sizes = sorted({b for b, _ in grouped})
+    rows = table_rows(grouped)
+    with_recipes = any(recipe for _, recipe in rows)
+    split = chosen_on(results)
+    validation = split == "validation"
     reference = reference_cells(results)
+    recipe_column = " Recipe |" if with_recipes else ""
     lines = ["## Best of grid", "",
-             "The best peak LR of each batch size and optimizer is the grid run with the highest final "
-             "top-1 that did not diverge; top-1 is the mean ± standard deviation over every seed run "
-             "at that LR (n runs), time to train their mean. LARS: peak LR (lr x trust coefficient). "
-             "(edge of grid): the best is the grid's smallest or largest LR, so the grid needs extending.", ""]
-    header = "| Batch | SGD: peak LR | SGD: top-1 % | SGD: time to train | LARS: peak LR (lr x tc) | LARS: top-1 % | LARS: time to train |"
+             f"The best peak LR of each batch size{', recipe' if with_recipes else ''} and optimizer is the grid "
+             f"run at the base seed with the highest final {split} top-1 that did not diverge"
+             f"{' (chosen on the validation split, never trained on; reported on the test set)' if validation else ''}"
+             "; top-1 is the test set's, mean ± sample standard deviation over every seed run at that LR "
+             "(n runs), time to train their mean. LARS: peak LR (lr x trust coefficient). (edge of grid): "
+             "the best is the grid's smallest or largest LR, so the grid needs extending.", ""]
+    val_header = lambda name: f" {name}: val % |" if validation else ""  # noqa: E731
+    header = (f"| Batch |{recipe_column} SGD: peak LR |{val_header('SGD')} SGD: top-1 % | SGD: time to train |"
+              f" LARS: peak LR (lr x tc) |{val_header('LARS')} LARS: top-1 % | LARS: time to train |")
     if reference:
         header += f" {results['reference']}: SGD | LARS |"
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
-    for batch in batch_sizes:
-        row = f"| {batch} |"
+    for batch, recipe in rows:
+        row = f"| {batch} |" + (f" {recipe} |" if with_recipes else "")
         for with_lars in (False, True):
-            best, same_lr = best_of_grid(grouped.get((batch, with_lars), []))
+            runs = grouped.get((batch, recipe, with_lars), [])
+            best, same_lr = best_of_grid(runs)
             if best is None:
-                row += " | - | |"
+                row += " | - | |" + (" |" if validation else "")
                 continue
-            mean, sd = mean_and_sd([c["final_top1"] for c in same_lr])
-            spread = f" ± {sd:.2f} (n={len(same_lr)})" if sd is not None else " (n=1)"
             seconds = statistics.mean(c["time_to_train"] for c in same_lr)
-            edge = " (edge of grid)" if at_grid_edge(best, grouped[batch, with_lars]) else ""
-            row += f" {_lr_label(best)}{edge} | {mean:.2f}{spread} | {_time(best, machines, seconds)} |"
+            edge = " (edge of grid)" if at_grid_edge(best, runs) else ""
+            row += f" {_lr_label(best)}{edge} |"
+            if validation:
+                row += f" {_mean_over_seeds(same_lr, 'final_val_top1')} |"
+            row += f" {_mean_over_seeds(same_lr, 'final_top1')} | {_time(best, machines, seconds)} |"
         if reference:
             row += "".join(f" {format_accuracy(reference[batch, lars]) if (batch, lars) in reference else '-'} |"
                            for lars in (False, True))
         lines.append(row)
-    lines += ["", "## Whole grid", "", "| Batch | Optimizer | Peak LR (lr x tc) | Seed | top-1 % | Time to train |",
-              "|---|---|---|---|---|---|"]
-    for (batch, with_lars), runs in grouped.items():
+    if with_recipes:
+        lines += _recipe_choice(grouped, split)
+    lines += ["", "## Whole grid", "",
+              f"| Batch |{recipe_column} Optimizer | Peak LR (lr x tc) | Seed |{' val % |' if validation else ''} "
+              "top-1 % | Time to train |",
+              "|---|" + "---|" * (5 + with_recipes + validation)]
+    for (batch, recipe, with_lars), runs in grouped.items():
         for cell in sorted(runs, key=lambda c: (c["peak_lr"], c["seed"])):
             time = _time(cell, machines) if cell["status"] != "not run" else ""
-            lines.append(f"| {batch} | {'LARS' if with_lars else 'SGD'} | {_lr_label(cell)} | {cell['seed']} | "
+            val = f" {_accuracy(cell, 'final_val_top1')} |" if validation else ""
+            lines.append(f"| {batch} |" + (f" {recipe} |" if with_recipes else "") +
+                         f" {'LARS' if with_lars else 'SGD'} | {_lr_label(cell)} | {cell['seed']} |{val} "
                          f"{_accuracy(cell)} | {time} |")
     targets = " | ".join(f"{t} %" for t in TARGETS)
     lines += ["", "## Steps to target", "",
-              "Optimizer steps until the test top-1 first reached each target: the fewest over the grid's "
-              "runs at the base seed (the best LR for each target may differ), read at the end of each "
-              "epoch; '-': not reached; blank: no run done yet. Perfect scaling halves the steps when the "
-              "batch doubles.", "",
-              f"| Batch | SGD: {targets} | LARS: {targets} |", "|---|" + "---|" * (2 * len(TARGETS))]
-    for batch in batch_sizes:
-        row = f"| {batch} |"
+              "Optimizer steps until the test top-1 first reached each target, for the best peak LR of each "
+              "cell (above): the mean over its seeds, and '(k of n)' where only k of its n seeds reached "
+              "it; '-': none did; blank: no run done yet. Read at the end of each epoch, so a value is "
+              "known to within one epoch's steps (Steps/epoch), and under a fixed-length schedule the later "
+              "targets follow the LR decay. Perfect scaling halves the steps when the batch doubles.", "",
+              f"| Batch |{recipe_column} Steps/epoch | SGD: {targets} | LARS: {targets} |",
+              "|---|" + "---|" * (1 + with_recipes + 2 * len(TARGETS))]
+    for batch, recipe in rows:
+        row = f"| {batch} |" + (f" {recipe} |" if with_recipes else "")
+        per_epoch = {c.get("steps_per_epoch") for lars in (False, True)
+                     for c in grouped.get((batch, recipe, lars), []) if c.get("steps_per_epoch")}
+        row += f" {', '.join(map(str, sorted(per_epoch)))} |"
         for with_lars in (False, True):
-            steps = fewest_steps(grouped.get((batch, with_lars), []))
+            steps = steps_at_best_lr(grouped.get((batch, recipe, with_lars), []))
             row += "".join(f" {steps_cell(steps, t)} |" for t in TARGETS)
         lines.append(row)
     return lines + [""]
 
 
+def _mean_over_seeds(runs, key):
+    """'mean ± sd (n=N)' of ``key`` over ``runs``, or 'mean (n=1)'."""
+    mean, sd = mean_and_sd([c[key] for c in runs])
+    return f"{mean:.2f} ± {sd:.2f} (n={len(runs)})" if sd is not None else f"{mean:.2f} (n=1)"
+
+
+def _recipe_choice(grouped, split):
+    """For each batch size and optimizer, the recipes ranked by their best LR's mean final
+    ``split`` top-1 over its seeds; the first is the one chosen."""
+    lines = ["", "## Recipe choice", "",
+             f"For each batch size and optimizer, every recipe at its best peak LR, ranked by final {split} "
+             f"top-1 (mean over that LR's seeds): the first is chosen. The test top-1 beside it is reported, "
+             f"not chosen on.", "",
+             f"| Batch | Optimizer | Recipe | Peak LR (lr x tc) | {split} % | test top-1 % | Chosen |",
+             "|---|---|---|---|---|---|---|"]
+    for batch in sorted({b for b, _, _ in grouped}):
+        for with_lars in (False, True):
+            ranked = []
+            for (b, recipe, lars), runs in grouped.items():
+                best, same_lr = best_of_grid(runs) if (b, lars) == (batch, with_lars) else (None, [])
+                if best is not None:
+                    ranked.append((statistics.mean(selection_top1(c) for c in same_lr), recipe, best, same_lr))
+            ranked.sort(key=lambda r: -r[0])
+            for i, (score, recipe, best, same_lr) in enumerate(ranked):
+                lines.append(f"| {batch} | {'LARS' if with_lars else 'SGD'} | {recipe} | {_lr_label(best)} | "
+                             f"{score:.2f} | {_mean_over_seeds(same_lr, 'final_top1')} | {'yes' if i == 0 else ''} |")
+    return lines
+
+
 def steps_cell(steps, target):
-    """A steps-to-target table cell: blank before any run is done, '-' when none reached it."""
+    """A steps-to-target table cell: blank before any run is done, '-' when none reached it,
+    the mean over the runs, with '(k of n)' when only k of the n runs reached it."""
     if not steps:
         return ""
-    return "-" if steps[target] is None else str(steps[target])
+    reached, n = steps[target], steps["runs"]
+    if not reached:
+        return "-"
+    mean = f"{statistics.mean(reached):.0f}"
+    return mean if len(reached) == n else f"{mean} ({len(reached)} of {n})"
 
 
-def fewest_steps(runs):
-    """{target: the fewest steps any base-seed grid run took to reach it, or None}; {} before
-    any of them is done."""
-    grid = [c for c in runs if c.get("role", "grid") == "grid" and c["status"] in DONE]
-    if not grid:
+def steps_at_best_lr(runs):
+    """{target: steps each run at the best peak LR (every seed) took to reach it, for those that
+    did; "runs": how many runs that is}; {} before the grid has a best."""
+    best, same_lr = best_of_grid(runs)
+    if best is None:
         return {}
-    fewest = {}
-    for target in TARGETS:
-        steps = [s for s in (steps_to_target(c, target) for c in grid) if s is not None]
-        fewest[target] = min(steps, default=None)
-    return fewest
+    steps = {target: [s for s in (steps_to_target(c, target) for c in same_lr) if s is not None]
+             for target in TARGETS}
+    return {**steps, "runs": len(same_lr)}
+
+
+def mean_steps(runs, target):
+    """The mean steps to ``target`` over every seed at the best LR, or None unless all reached it."""
+    steps = steps_at_best_lr(runs)
+    reached = steps.get(target)
+    return statistics.mean(reached) if reached and len(reached) == steps["runs"] else None
 
 
 def _machine_labels(cells):
@@ -299,7 +383,8 @@ def _accuracy_panels(results, cells_of, title):
     for ax, with_lars in zip(axes[0], optimizers):
         for cell in cells_of(with_lars):
             epochs = [row["epoch"] for row in cell["history"]]
-            ax.plot(epochs, [row["test_acc"] for row in cell["history"]], ".-", label=f"batch {cell['batch_size']}")
+            ax.plot(epochs, [row["test_acc"] for row in cell["history"]], ".-",
+                    label=row_label(cell["batch_size"], cell.get("recipe", "")))
         ax.set_title(f"{results['preset']}: {title}{'with' if with_lars else 'without'} LARS")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -344,45 +429,50 @@ def plot(results_dir, results):
 
 
 def plot_grid(results_dir, results):
-    """lr_grid.png: final top-1 against peak LR (LARS: lr x tc), one curve per batch size, SGD
-    and LARS panels, diverged runs as crosses at their last accuracy; batch_size.png: best
-    top-1 (mean and sd over seeds) against batch size, with the reference sweep's cells;
-    steps.png: steps to 50 % and 70 % against batch size, log-log, with the perfect-scaling
-    line; accuracy.png: test accuracy per epoch of each cell's best run."""
+    """lr_grid.png: final top-1 against peak LR (LARS: lr x tc), one curve per batch size (and
+    recipe), SGD and LARS panels, diverged runs as crosses at their last accuracy;
+    batch_size.png: best top-1 (mean and sd over seeds) against batch size, with the reference
+    sweep's cells; steps.png: steps to 50 % and 70 % against batch size (mean over the best LR's
+    seeds, where all reached it), log-log, with the perfect-scaling line; accuracy.png: test
+    accuracy per epoch of each cell's best run."""
     plt = _pyplot()
     grouped = groups(results)
-    batch_sizes = sorted({b for b, _ in grouped})
-    colours = plt.cm.viridis([i / max(1, len(batch_sizes) - 1) for i in range(len(batch_sizes))])
+    rows = table_rows(grouped)
+    recipes = list(dict.fromkeys(recipe for _, recipe in rows))
+    batch_sizes = sorted({b for b, _ in rows})
+    colours = plt.cm.viridis([i / max(1, len(rows) - 1) for i in range(len(rows))])
+    split = chosen_on(results)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, with_lars in zip(axes, (False, True)):
-        for colour, batch in zip(colours, batch_sizes):
-            runs = sorted((c for c in grouped.get((batch, with_lars), [])
+        for colour, (batch, recipe) in zip(colours, rows):
+            runs = sorted((c for c in grouped.get((batch, recipe, with_lars), [])
                            if c.get("role", "grid") == "grid" and c["status"] in DONE and c.get("final_top1") is not None),
                           key=lambda c: c["peak_lr"])
             x = [lr_x_tc(c) if with_lars else c["peak_lr"] for c in runs]
-            ax.plot(x, [c["final_top1"] for c in runs], "-", color=colour, label=f"batch {batch}")
+            ax.plot(x, [selection_top1(c) for c in runs], "-", color=colour, label=row_label(batch, recipe))
             for xi, c in zip(x, runs):
-                ax.plot(xi, c["final_top1"], "x" if c["status"] == "diverged" else "o", color=colour)
+                ax.plot(xi, selection_top1(c), "x" if c["status"] == "diverged" else "o", color=colour)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("peak LR x trust coefficient" if with_lars else "peak LR")
         ax.set_title(f"{results['preset']}: {'LARS' if with_lars else 'SGD'} (x: diverged)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    axes[0].set_ylabel("final test top-1 accuracy, %")
+    axes[0].set_ylabel(f"final {split} top-1 accuracy, %")
     _save(fig, os.path.join(results_dir, "lr_grid.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     reference = reference_cells(results)
     for with_lars, name in ((False, "SGD"), (True, "LARS")):
-        points = []
-        for batch in batch_sizes:
-            best, same_lr = best_of_grid(grouped.get((batch, with_lars), []))
-            if best is not None:
-                mean, sd = mean_and_sd([c["final_top1"] for c in same_lr])
-                points.append((batch, mean, sd or 0.0))
-        if points:
-            ax.errorbar(*zip(*points), fmt="o-", capsize=3, label=f"{name}, best of grid")
+        for recipe in recipes:
+            points = []
+            for batch in batch_sizes:
+                best, same_lr = best_of_grid(grouped.get((batch, recipe, with_lars), []))
+                if best is not None:
+                    mean, sd = mean_and_sd([c["final_top1"] for c in same_lr])
+                    points.append((batch, mean, sd or 0.0))
+            if points:
+                ax.errorbar(*zip(*points), fmt="o-", capsize=3, label=f"{name}, {recipe or 'best of grid'}")
         ref = sorted((b, acc) for (b, lars), acc in reference.items() if lars is with_lars and acc is not None)
         if ref:
             ax.plot(*zip(*ref), "s--", alpha=0.6, label=f"{name}, {os.path.basename(results['reference'])}")
@@ -395,13 +485,14 @@ def plot_grid(results_dir, results):
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for with_lars, name in ((False, "SGD"), (True, "LARS")):
-        for target, style in ((50, "o-"), (70, "s-")):
-            points = [(b, fewest_steps(grouped.get((b, with_lars), [])).get(target)) for b in batch_sizes]
-            points = [(b, s) for b, s in points if s is not None]
-            if points:
-                line, = ax.plot(*zip(*points), style, label=f"{name}, {target} %")
-                b0, s0 = points[0]  # perfect scaling from the smallest batch that reached it
-                ax.plot(batch_sizes, [s0 * b0 / b for b in batch_sizes], ":", color=line.get_color(), alpha=0.5)
+        for recipe in recipes:
+            for target, style in ((50, "o-"), (70, "s-")):
+                points = [(b, mean_steps(grouped.get((b, recipe, with_lars), []), target)) for b in batch_sizes]
+                points = [(b, s) for b, s in points if s is not None]
+                if points:
+                    line, = ax.plot(*zip(*points), style, label=f"{name}{', ' + recipe if recipe else ''}, {target} %")
+                    b0, s0 = points[0]  # perfect scaling from the smallest batch that reached it
+                    ax.plot(batch_sizes, [s0 * b0 / b for b in batch_sizes], ":", color=line.get_color(), alpha=0.5)
     _batch_axis(ax, batch_sizes)
     ax.set_yscale("log")
     ax.set_ylabel("steps to reach the target (dotted: perfect scaling)")
@@ -414,20 +505,20 @@ def plot_grid(results_dir, results):
     best_runs = {key: best_grid_run(runs) for key, runs in grouped.items()}
 
     def cells_of(with_lars):
-        return [best for (_, lars), best in best_runs.items() if lars is with_lars and best is not None]
+        return [best for (_, _, lars), best in best_runs.items() if lars is with_lars and best is not None]
 
     _save(_accuracy_panels(results, cells_of, "best of grid, "), os.path.join(results_dir, "accuracy.png"))
 
 
 def plot_layer_figures(results_dir, results):
-    """layers_<batch>_<sgd|lars>.png: each cell's layer statistics (the best run's, in a grid),
-    from the records results.json keeps."""
-    for (batch, with_lars), runs in groups(results).items():
+    """layers_<batch>[_<recipe>]_<sgd|lars>.png: each cell's layer statistics (the best run's, in
+    a grid), from the records results.json keeps."""
+    for (batch, recipe, with_lars), runs in groups(results).items():
         run = best_grid_run(runs) if results.get("grid") else runs[0]
         if run is not None and run.get("layer_stats"):
             name = "lars" if with_lars else "sgd"
-            plot_layers(run["layer_stats"], os.path.join(results_dir, f"layers_{batch}_{name}.png"),
-                        f"batch {batch}, {name.upper()}")
+            plot_layers(run["layer_stats"], os.path.join(results_dir, f"layers_{batch}{'_' + recipe if recipe else ''}_{name}.png"),
+                        f"{row_label(batch, recipe)}, {name.upper()}")
 
 
 def _save(fig, path):

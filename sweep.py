@@ -11,8 +11,13 @@ and for a grid --lr and --seed) with its own checkpoint under CHECKPOINT_DIR/<pr
 - SWEEP_PEAK_LRS = [...] makes each cell a grid: one run per peak LR (the LR after warm-up;
   the run's LR is peak / WARMUP_MULTIPLIER). None: one run with the LR as set.
 - SWEEP_EXTRA_SEEDS = [...]: when a cell's grid is done, its best peak LR (highest final top-1
-  of the runs that did not diverge) runs again with each of these seeds, unless the best is the
-  smallest or largest LR of a grid of 3 or more: then the grid needs extending first.
+  of the runs that did not diverge, on the validation split when VALIDATION_SIZE holds one out)
+  runs again with each of these seeds, unless the best is the smallest or largest LR of a grid
+  of 3 or more: then the grid needs extending first.
+- SWEEP_RECIPES = ["name", ...] makes each cell one per recipe variant: the cell is resolved
+  again with RECIPE = "name", which the preset reads to change the settings, and its runs go to
+  CHECKPOINT_DIR/<preset>/<name>/. results.md then ranks the recipes of each batch size and
+  optimizer (the "Recipe choice" table).
 
 Resumable: a finished or diverged run is not run again (also when only the committed
 results.json records it, with the same settings), an interrupted one resumes from its
@@ -22,6 +27,7 @@ bad settings or a sweep already running in RESULTS_DIR/<preset>/, 130 after Ctrl
 """
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -35,6 +41,7 @@ from train import EXIT_INTERRUPTED
 from utils import EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, fail, hold_lock
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+RECIPE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 SWEEP_LOCK = ".sweep.lock"  # held in the results directory while a sweep runs (git-ignored)
 
 
@@ -49,8 +56,9 @@ class Run:
 
     @property
     def summary_fields(self):
-        return {"batch_size": self.batch_size, "with_lars": self.with_lars, "role": self.role,
-                "peak_lr": peak_lr(self.cfg), "trust_coef": self.cfg.TRUST_COEF, "seed": self.cfg.SEED}
+        return {"batch_size": self.batch_size, "with_lars": self.with_lars, "recipe": self.cfg.RECIPE,
+                "role": self.role, "peak_lr": peak_lr(self.cfg), "trust_coef": self.cfg.TRUST_COEF,
+                "seed": self.cfg.SEED}
 
 
 def preset_name(argv):
@@ -82,19 +90,35 @@ def _validate_cell(cfg):
                           f"other than SEED ({cfg.SEED})")
 
 
+def _validate_recipes(cfg):
+    recipes = cfg.SWEEP_RECIPES
+    if recipes is None:
+        return
+    _require_unique_list("SWEEP_RECIPES", recipes)
+    if not all(isinstance(r, str) and RECIPE_NAME.fullmatch(r) for r in recipes):
+        raise ConfigError(f"SWEEP_RECIPES = {recipes!r} is not allowed: must be names of letters, digits, "
+                          f"'_', '-' and '.' (each names a checkpoint folder)")
+
+
 def cells(argv, cfg, preset):
-    """(batch size, with LARS, cell arguments, resolved cell settings) for every cell, checked."""
+    """(batch size, with LARS, cell arguments, resolved cell settings) for every cell, checked:
+    one per batch size and optimizer, and per recipe where the cell's SWEEP_RECIPES names some
+    (the cell's arguments then set RECIPE, which the preset reads)."""
     for batch_size in cfg.SWEEP_BATCH_SIZES:
         for with_lars in cfg.SWEEP_WITH_LARS:
             args = [*argv, f"--batch_size={batch_size}", f"--with_lars={with_lars}"]
             cell_cfg = load_config(args)
-            _validate_cell(cell_cfg)
-            yield batch_size, with_lars, args, cell_cfg
+            _validate_recipes(cell_cfg)
+            for recipe_args in ([[f"--recipe={r}"] for r in cell_cfg.SWEEP_RECIPES]
+                                if cell_cfg.SWEEP_RECIPES is not None else [[]]):
+                recipe_cfg = load_config([*args, *recipe_args]) if recipe_args else cell_cfg
+                _validate_cell(recipe_cfg)
+                yield batch_size, with_lars, [*args, *recipe_args], recipe_cfg
 
 
 def make_run(cell, preset, role, peak=None, seed=None):
     """The run of ``cell`` at peak LR ``peak`` (None: the cell's LR) with ``seed`` (None: SEED).
-    A cell without a grid keeps the checkpoint directory CHECKPOINT_DIR/<preset>/."""
+    A cell without a grid keeps the checkpoint directory CHECKPOINT_DIR/<preset>/[<recipe>/]."""
     batch_size, with_lars, args, cell_cfg = cell
     extra, folder = [], ""
     if peak is not None:
@@ -103,7 +127,7 @@ def make_run(cell, preset, role, peak=None, seed=None):
     if seed is not None:
         extra.append(f"--seed={seed}")
         folder += f"-seed{seed}"
-    checkpoint_dir = os.path.join(cell_cfg.CHECKPOINT_DIR, preset, folder)
+    checkpoint_dir = os.path.join(cell_cfg.CHECKPOINT_DIR, preset, cell_cfg.RECIPE, folder)
     run_args = [*args, *extra, f"--checkpoint_dir={checkpoint_dir.rstrip(os.sep)}"]
     cfg = load_config(run_args)
     if peak is not None and abs(peak_lr(cfg) - peak) > 1e-9 * peak:
@@ -193,7 +217,7 @@ def stop_child(process):
 
 
 def describe(run):
-    text = f"batch {run.batch_size}, LARS {run.with_lars}"
+    text = f"batch {run.batch_size}, LARS {run.with_lars}" + (f", recipe {run.cfg.RECIPE}" if run.cfg.RECIPE else "")
     if run.cfg.SWEEP_PEAK_LRS is not None:
         text += f", peak LR {peak_lr(run.cfg):g}"
     return text + (f", seed {run.cfg.SEED}" if run.role == "seed" else "")

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from config import HELP_FLAGS, ConfigError, help_text, constants, load_config, run_differences, validate
-from data import Batches, DataError, load_cifar10, subset
+from data import Batches, DataError, training_data
 from diagnostics import LayerStats
 from lars import LARS
 from models import MODELS, build_model
@@ -144,18 +144,20 @@ class Trainer:
             loss, seconds = self.train_epoch(progress)
             previous_time = self.history[-1]["time"] if self.history else 0.0
             if not math.isfinite(loss):
-                self.history.append({"epoch": self.epoch + 1, "test_acc": math.nan,
+                unmeasured = {"test_acc": math.nan, **({"val_acc": math.nan} if self.batches.validation is not None else {})}
+                self.history.append({"epoch": self.epoch + 1, **unmeasured,
                                      "train_loss": math.nan, "time": previous_time + seconds})
                 return False
-            accuracy = self.evaluate()
+            accuracies = self.evaluate()
             self.epoch += 1
-            self.history.append({"epoch": self.epoch, "test_acc": accuracy, "train_loss": loss,
+            self.history.append({"epoch": self.epoch, **accuracies, "train_loss": loss,
                                  "time": previous_time + seconds})
             self.diverged = loss > self.cfg.DIVERGENCE_LOSS
             self.save()
             per_epoch = (time.perf_counter() - started) / (self.epoch - first_epoch)  # with evaluation
-            self.log(f"epoch {self.epoch:3d}/{self.cfg.NUM_EPOCHS} | loss {loss:.4f} | "
-                     f"top-1 {accuracy:.2f}% | time to train {format_duration(previous_time + seconds)} | "
+            validation = f"val {accuracies['val_acc']:.2f}% | " if "val_acc" in accuracies else ""
+            self.log(f"epoch {self.epoch:3d}/{self.cfg.NUM_EPOCHS} | loss {loss:.4f} | {validation}"
+                     f"top-1 {accuracies['test_acc']:.2f}% | time to train {format_duration(previous_time + seconds)} | "
                      f"about {format_duration(per_epoch * (self.cfg.NUM_EPOCHS - self.epoch))} left")
             if self.diverged:
                 return False
@@ -225,14 +227,18 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self):
-        """Top-1 test accuracy in percent; every test image is counted once across processes."""
+        """{"test_acc": top-1 test accuracy in percent, and "val_acc": on the validation hold-out
+        when there is one}; every image is counted once across processes."""
         if self.cfg.PRECISE_BN:
             self.recompute_bn_statistics()
         if self.process.distributed:  # every rank evaluates rank 0's batch-norm statistics
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, 0)
         # Without DDP: ranks see different numbers of test batches.
-        return test_accuracy(self.network, self.batches.test, self.autocast, self.process)
+        accuracies = {"test_acc": test_accuracy(self.network, self.batches.test, self.autocast, self.process)}
+        if self.batches.validation is not None:
+            accuracies["val_acc"] = test_accuracy(self.network, self.batches.validation, self.autocast, self.process)
+        return accuracies
 
     @torch.no_grad()
     def recompute_bn_statistics(self):
@@ -300,7 +306,7 @@ def main(argv):
         check_inputs(cfg, process)
         device = pick_device(cfg.DEVICE, process)
         load_resume_checkpoint(cfg)  # refuse before the data is read
-        data = subset(load_cifar10(cfg.DATA_DIR, cfg.NUM_WORKERS), cfg.TRAIN_SUBSET)
+        data = training_data(cfg.DATA_DIR, cfg.NUM_WORKERS, cfg.VALIDATION_SIZE, cfg.TRAIN_SUBSET)
         # One run per checkpoint: the lock is held until this process ends, then the checkpoint
         # is read again, as another run may have written it meanwhile.
         lock = hold_lock(lock_path(checkpoint_path(cfg)), checkpoint_path(cfg)) if process.is_main else None

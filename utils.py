@@ -197,10 +197,13 @@ def format_settings(settings):
 
 
 def format_history(history):
-    lines = ["epoch | top-1 % | train loss | time to train",
-             "----- | ------- | ---------- | -------------"]
+    """The per-epoch table; a run with a validation hold-out gets its column before the test's."""
+    validation = any("val_acc" in row for row in history)
+    lines = ["epoch | " + ("val top-1 % | test " if validation else "") + "top-1 % | train loss | time to train",
+             "----- | " + ("----------- | -----" if validation else "") + "------- | ---------- | -------------"]
     for row in history:
-        lines.append(f"{row['epoch']:5d} | {format_accuracy(row['test_acc']):>7} | "
+        val = f"{format_accuracy(row['val_acc']):>11} | " if validation else ""
+        lines.append(f"{row['epoch']:5d} | {val}{format_accuracy(row['test_acc']):>{12 if validation else 7}} | "
                      f"{row['train_loss']:10.4f} | {format_duration(row['time'])}")
     return "\n".join(lines)
 

@@ -7,8 +7,9 @@ Without --checkpoint, the checkpoint that train.py writes for these settings (WI
 BATCH_SIZE, CHECKPOINT_DIR) is used. The test data comes from DATA_DIR, or, when DATA_DIR is
 left at its default, from where the checkpoint's run read it. --results prints the tables of a
 sweep's results folder instead. --layers adds the run's layer statistics: a table per recorded
-epoch, and the figure CHECKPOINT-layers.png beside the checkpoint. Exit status 1 if the checkpoint or results are missing or
-unreadable, 2 for bad settings or data.
+epoch, and the figure CHECKPOINT-layers.png beside the checkpoint. A run that held out a
+validation split (VALIDATION_SIZE) is evaluated on it too, before the test set. Exit status 1
+if the checkpoint or results are missing or unreadable, 2 for bad settings or data.
 """
 
 import os
@@ -18,7 +19,7 @@ import torch
 
 import hyperparams
 from config import HELP_FLAGS, ConfigError, help_text, load_config
-from data import DataError, TestSet, channel_stats, load_cifar10
+from data import DataError, TestSet, channel_stats, hold_out_validation, load_cifar10
 from diagnostics import format_tables, plot_layers
 from models import build_model
 from results import markdown, read_results
@@ -37,7 +38,8 @@ def split_arg(argv, name):
 
 
 def evaluate_checkpoint(checkpoint, path, data, device):
-    """The checkpoint's model, rebuilt as it was trained, evaluated on the test set with the
+    """{"validation": top-1 % on its run's validation hold-out (when it had one), "test": top-1 %
+    on the test set}: the checkpoint's model, rebuilt as it was trained, evaluated with the
     normalisation it was trained with."""
     saved = checkpoint["hyperparams"]
     model = build_model(saved["MODEL"])
@@ -48,8 +50,13 @@ def evaluate_checkpoint(checkpoint, path, data, device):
         mean, std = checkpoint["normalisation"]["mean"], checkpoint["normalisation"]["std"]
     else:  # written before checkpoints recorded it
         mean, std = channel_stats(data["train_images"])
-    test_set = TestSet(data["test_images"], data["test_labels"], mean, std, device, saved["CHANNELS_LAST"])
-    return test_accuracy(model, test_set, lambda: autocast(device, saved["AMP"]))
+    splits = {"test": (data["test_images"], data["test_labels"])}
+    if saved.get("VALIDATION_SIZE", 0):  # the same images its run held out: they depend on the labels alone
+        held_out = hold_out_validation(data, saved["VALIDATION_SIZE"])
+        splits = {"validation": (held_out["val_images"], held_out["val_labels"]), **splits}
+    return {split: test_accuracy(model, TestSet(images, labels, mean, std, device, saved["CHANNELS_LAST"]),
+                                 lambda: autocast(device, saved["AMP"]))
+            for split, (images, labels) in splits.items()}
 
 
 def show_layers(checkpoint, path):
@@ -98,12 +105,15 @@ def main(argv):
     set_threads(cfg.NUM_THREADS)
     try:
         data = load_cifar10(data_dir, cfg.NUM_WORKERS, statistics=False)
-        accuracy = evaluate_checkpoint(checkpoint, path, data, device)
+        accuracies = evaluate_checkpoint(checkpoint, path, data, device)
     except DataError as e:
         fail(e, EXIT_BAD_INPUT)
     except CheckpointError as e:
         fail(e, EXIT_NO_CHECKPOINT)
-    print(f"top-1 accuracy: {accuracy:.2f}%")
+    if "validation" in accuracies:
+        print(f"validation top-1 accuracy: {accuracies['validation']:.2f}% "
+              f"({checkpoint['hyperparams']['VALIDATION_SIZE']} training images held out)")
+    print(f"top-1 accuracy: {accuracies['test']:.2f}%")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ pytestmark = pytest.mark.slow
 
 # One thread per process in both runs: kernels then sum in the same order, and the runs agree to
 # the last bit here (with 2 threads in the single process they drift apart by 1e-3 in 6 steps).
+# A validation split too: each process holds it out on its own, so a split that differed between
+# processes would train them on different images.
 RUN = ["--model=resnet20", "--batch_size=32", "--num_epochs=2", "--warmup_epochs=1",
-       "--with_lars=True", "--amp=False", "--num_threads=1"]
+       "--with_lars=True", "--amp=False", "--num_threads=1", "--validation_size=30"]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,8 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(folder,
     distributed = load_checkpoint(str(ddp_dir / "withLars-32.pth"))
     alone = load_checkpoint(str(tmp_path / "one" / "withLars-32.pth"))
     assert [row["epoch"] for row in distributed["history"]] == [1, 2]
+    assert distributed["steps_per_epoch"] == (96 - 30) // 32, "the held-out images are not trained on"
+    assert [row["val_acc"] for row in distributed["history"]] == [row["val_acc"] for row in alone["history"]]
     assert distributed["hyperparams"]["BATCH_SIZE"] == 32
     for name, tensor in alone["model"].items():
         if "running" in name or "num_batches" in name:

@@ -61,3 +61,44 @@ def test_the_study_gives_both_optimizers_the_same_grid_of_lrs_spaced_2x(monkeypa
     assert sorted({b for b, _ in grids}) == [128, 256, 512, 1024, 2048, 4096, 8192]
     for batch_size in (128, 512, 2048, 8192):
         assert len(grids[batch_size, True]) == len(grids[batch_size, False]) >= 4
+
+
+RECIPE = ["configs/cpu_sweep.py", "configs/large_batch.py", "configs/recipe.py"]
+# What each variant of configs/recipe.py changes against the shared recipe (the LR aside).
+RECIPE_CHANGES = {"shared": set(), "no_label_smoothing": {"LABEL_SMOOTHING"}, "no_zero_init": {"ZERO_INIT_RESIDUAL"},
+                  "no_exclusion": {"EXCLUDE_BN_BIAS"}, "original_warmup": {"WARMUP_EPOCHS", "WARMUP_MULTIPLIER"}}
+
+
+def test_the_recipe_runs_give_both_optimizers_the_same_recipes_and_runs_chosen_on_validation(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    runs = {}
+    for (batch_size, with_lars, _, cfg), grid, _ in sweep_runs(RECIPE):
+        runs.setdefault((batch_size, with_lars), {})[cfg.RECIPE] = grid
+        assert all(run.cfg.VALIDATION_SIZE == 5000 for run in grid)
+    for batch_size in (128, 2048, 8192):
+        sgd, lars = runs[batch_size, False], runs[batch_size, True]
+        assert {r: len(g) for r, g in sgd.items()} == {r: len(g) for r, g in lars.items()}, batch_size
+    for batch_size in (128, 8192):
+        assert set(runs[batch_size, False]) >= set(RECIPE_CHANGES)
+        for with_lars in (False, True):
+            shared = vars(runs[batch_size, with_lars]["shared"][0].cfg)
+            for recipe, changed in RECIPE_CHANGES.items():
+                (run,) = runs[batch_size, with_lars][recipe]
+                assert peak_lr(run.cfg) == pytest.approx(peak_lr(runs[batch_size, with_lars]["shared"][0].cfg))
+                differs = {k for k, v in vars(run.cfg).items() if v != shared[k]} - {"RECIPE", "LR", "CHECKPOINT_DIR"}
+                assert differs == changed, (batch_size, with_lars, recipe)
+
+
+@pytest.mark.parametrize("with_lars", [False, True])
+@pytest.mark.parametrize("batch_size", [2048, 8192])
+def test_the_original_recipe_is_cpu_sweep_alone_with_a_grid_of_lrs_spaced_2x(monkeypatch, batch_size, with_lars):
+    monkeypatch.chdir(ROOT)
+    (grid,) = [g for (b, lars, _, cfg), g, _ in sweep_runs(RECIPE)
+               if (b, lars, cfg.RECIPE) == (batch_size, with_lars, "original")]
+    alone = vars(load_config(["configs/cpu_sweep.py", f"--batch_size={batch_size}", f"--with_lars={with_lars}"]))
+    for run in grid:
+        differs = {k for k, v in vars(run.cfg).items() if v != alone[k]}
+        assert differs <= {"LR", "VALIDATION_SIZE", "RECIPE", "CHECKPOINT_DIR", "SWEEP_BATCH_SIZES",
+                           "SWEEP_PEAK_LRS", "SWEEP_RECIPES", "SWEEP_EXTRA_SEEDS", "SWEEP_REFERENCE"}, differs
+    peaks = sorted(peak_lr(run.cfg) for run in grid)
+    assert len(peaks) >= 3 and all(b / a == pytest.approx(2.0) for a, b in zip(peaks, peaks[1:]))

@@ -13,7 +13,7 @@ import hyperparams
 from config import load_config, run_differences
 from data import load_cifar10
 from models import MODELS, build_model
-from results import at_grid_edge, best_grid_run, fewest_steps, markdown, steps_to_target
+from results import at_grid_edge, best_grid_run, markdown, steps_to_target
 from tests.conftest import make_image_folder, run_script
 from train import Trainer, build_optimizer, build_scheduler
 from utils import Process, format_duration, load_checkpoint
@@ -98,7 +98,7 @@ def test_steps_to_target_reads_the_first_epoch_that_reached_it():
     assert steps_to_target({"history": history, "steps_per_epoch": None}, 50) is None, "an old record"
 
 
-def test_fewest_steps_and_the_best_run_come_from_the_base_seed_grid():
+def test_the_best_run_comes_from_the_base_seed_grid():
     def run(role, status, final, accs):
         return {"role": role, "status": status, "final_top1": final, "steps_per_epoch": 10,
                 "history": [{"epoch": e, "test_acc": a} for e, a in enumerate(accs, 1)]}
@@ -109,8 +109,7 @@ def test_fewest_steps_and_the_best_run_come_from_the_base_seed_grid():
     lucky_seed = run("seed", "finished", 99.0, [99])
     runs = [slow_best, fast, diverged, lucky_seed]
     assert best_grid_run(runs) is slow_best, "a diverged run or an extra seed is never the best"
-    assert fewest_steps([slow_best, fast, lucky_seed]) == {50: 10, 70: 20, 80: None}
-    assert fewest_steps([lucky_seed, run("grid", "not run", None, [])]) == {}, "not reached differs from not run"
+    assert best_grid_run([lucky_seed, run("grid", "not run", None, [])]) is None
 
 
 def test_a_setting_missing_from_an_older_record_counts_as_its_default():

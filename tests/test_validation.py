@@ -1,0 +1,168 @@
+"""The validation split (VALIDATION_SIZE) and what chooses on it: the best LR of a grid and the
+recipe of a SWEEP_RECIPES sweep are picked on validation top-1, and reported on the test set."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from config import load_config
+from data import Batches, DataError, channel_stats, hold_out_validation, load_cifar10, subset, training_data
+from results import best_grid_run, markdown, steps_at_best_lr, steps_cell
+from tests.conftest import make_image_folder, run_script
+from utils import load_checkpoint
+
+
+def numbered_data(per_class=50, classes=10, seed=0):
+    """Training images whose first pixel is their index (mod 256, with the second pixel the
+    quotient), labels in a shuffled order, as a data dict."""
+    n = per_class * classes
+    labels = torch.arange(classes).repeat(per_class)[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
+    images = torch.zeros(n, 32, 32, 3, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(n) % 256
+    images[:, 0, 0, 1] = torch.arange(n) // 256
+    return {"train_images": images, "train_labels": labels, "classes": [str(c) for c in range(classes)],
+            "test_images": images[:10], "test_labels": labels[:10]}
+
+
+def index_of(images):
+    return (images[:, 0, 0, 0].long() + 256 * images[:, 0, 0, 1].long()).tolist()
+
+
+@pytest.mark.parametrize("size", [100, 37])
+def test_the_hold_out_is_class_balanced_and_disjoint_from_the_training_images(size):
+    data = numbered_data()
+    split = hold_out_validation(data, size)
+    held, kept = index_of(split["val_images"]), index_of(split["train_images"])
+    assert len(held) == size and len(kept) == 500 - size
+    assert not set(held) & set(kept) and sorted(held + kept) == list(range(500)), "every image once, in one split"
+    assert torch.equal(split["val_labels"], data["train_labels"][held])
+    assert torch.equal(split["train_labels"], data["train_labels"][kept])
+    counts = torch.bincount(split["val_labels"], minlength=10).tolist()
+    assert counts == [size // 10 + (c < size % 10) for c in range(10)], "n // C per class, one more for the first n % C"
+
+
+def test_the_hold_out_depends_on_the_labels_alone_not_on_the_seed_or_the_random_state():
+    data = numbered_data()
+    torch.manual_seed(1)
+    first = index_of(hold_out_validation(data, 100)["val_images"])
+    torch.manual_seed(12345)
+    torch.rand(1000)
+    second = index_of(hold_out_validation(data, 100)["val_images"])
+    assert first == second
+    other_labels = index_of(hold_out_validation(numbered_data(seed=1), 100)["val_images"])
+    assert other_labels != first, "it does draw: a different labelling holds out other images"
+
+
+def test_a_hold_out_that_leaves_a_class_nothing_to_train_on_is_refused():
+    with pytest.raises(DataError, match="VALIDATION_SIZE = 500 would hold out 50 of the 50"):
+        hold_out_validation(numbered_data(), 500)
+
+
+def test_without_a_split_the_data_is_what_runs_recorded_before_it_existed(tiny_folder):
+    before = subset(load_cifar10(tiny_folder), 7)
+    after = training_data(tiny_folder, 0, 0, 7)
+    assert set(before) == set(after), "no val_images key"
+    for key, value in before.items():
+        assert torch.equal(value, after[key]) if torch.is_tensor(value) else value == after[key], key
+
+
+def test_with_a_split_the_normalisation_and_the_subset_come_from_the_training_images_only(tiny_folder):
+    whole = load_cifar10(tiny_folder, statistics=False)
+    data = training_data(tiny_folder, 0, 6, 4)
+    held_out = hold_out_validation(whole, 6)
+    assert torch.equal(data["val_images"], held_out["val_images"]), "the subset does not shrink the hold-out"
+    mean, std = channel_stats(held_out["train_images"])
+    assert torch.equal(data["mean"], mean) and torch.equal(data["std"], std)
+    assert len(data["train_labels"]) == 4
+    kept = {bytes(image.flatten().tolist()) for image in held_out["train_images"]}
+    assert all(bytes(image.flatten().tolist()) in kept for image in data["train_images"])
+    batches = Batches(data, torch.device("cpu"))
+    assert batches.num_train == 4 and len(batches.validation) == 6, "precise BN and training see the 4 only"
+
+
+def fake_run(peak, final_val, final_test, role="grid", seed=0, recipe="", steps=(None, None, None)):
+    history = [{"epoch": e, "test_acc": a, "val_acc": a} for e, a in enumerate(steps, 1) if a is not None]
+    return {"batch_size": 16, "with_lars": False, "recipe": recipe, "role": role, "peak_lr": peak,
+            "trust_coef": 0.02, "seed": seed, "status": "finished", "final_top1": final_test,
+            "final_val_top1": final_val, "time_to_train": 1.0, "steps_per_epoch": 10, "history": history}
+
+
+def test_a_grid_picks_its_best_lr_on_validation_when_the_test_set_disagrees():
+    on_test = fake_run(0.1, final_val=60.0, final_test=80.0)
+    on_validation = fake_run(0.2, final_val=70.0, final_test=75.0)
+    assert best_grid_run([on_test, on_validation]) is on_validation
+    seed = fake_run(0.2, final_val=90.0, final_test=73.0, role="seed", seed=1)
+    results = {"preset": "p", "command": "c", "grid": True, "reference": None,
+               "cells": [on_test, on_validation, seed]}
+    text = markdown(results)
+    assert "chosen on the validation split" in text
+    best_row = next(line for line in text.splitlines() if line.startswith("| 16 |"))
+    assert "| 0.2 | 80.00 ± 14.14 (n=2) | 74.00 ± 1.41 (n=2) |" in best_row, "val and test over both seeds"
+    without_split = [{**c, "final_val_top1": None} for c in (on_test, on_validation)]
+    assert best_grid_run(without_split)["peak_lr"] == 0.1, "records without a split choose on test"
+
+
+def test_steps_to_target_average_every_seed_of_the_best_lr_and_count_those_that_reached_it():
+    best = fake_run(0.2, 70.0, 70.0, steps=(55.0, 72.0, 81.0))
+    seed = fake_run(0.2, 69.0, 69.0, role="seed", seed=1, steps=(45.0, 71.0, 75.0))
+    worse = fake_run(0.1, 60.0, 90.0, steps=(90.0, 90.0, 90.0))  # fastest, but not the chosen LR
+    steps = steps_at_best_lr([best, seed, worse])
+    assert steps == {50: [10, 20], 70: [20, 20], 80: [30], "runs": 2}
+    assert [steps_cell(steps, t) for t in (50, 70, 80)] == ["15", "20", "30 (1 of 2)"]
+    assert steps_cell(steps_at_best_lr([fake_run(0.2, 1.0, 1.0, steps=(10.0,))]), 50) == "-"
+    assert steps_at_best_lr([{**best, "status": "not run"}]) == {}
+
+
+RECIPE_PRESET = """
+SWEEP_BATCH_SIZES = [16]
+SWEEP_WITH_LARS = [False, True]
+SWEEP_RECIPES = ["plain", "smoothed"]
+if RECIPE == "smoothed":
+    LABEL_SMOOTHING = 0.2
+SWEEP_PEAK_LRS = [0.05] if RECIPE == "plain" else [0.05, 0.1]
+MODEL = "resnet20"
+NUM_EPOCHS = 2
+WARMUP_EPOCHS = 0
+VALIDATION_SIZE = 12
+NUM_THREADS = 1
+"""
+
+
+@pytest.mark.slow
+def test_a_recipe_sweep_runs_every_recipe_and_chooses_on_validation(tmp_path):
+    folder = make_image_folder(tmp_path / "data", per_class_train=24, per_class_test=6)
+    preset = tmp_path / "recipes.py"
+    preset.write_text(RECIPE_PRESET)
+    args = [str(preset), f"--data_dir={folder}", f"--checkpoint_dir={tmp_path / 'ck'}",
+            f"--results_dir={tmp_path / 'results'}"]
+    result = run_script("sweep.py", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results" / "recipes" / "results.json").read_text())
+    runs = [(c["with_lars"], c["recipe"], c["peak_lr"]) for c in results["cells"]]
+    assert sorted(runs) == sorted((lars, r, p) for lars in (False, True)
+                                  for r, peaks in (("plain", [0.05]), ("smoothed", [0.05, 0.1])) for p in peaks)
+    for cell in results["cells"]:
+        assert cell["hyperparams"]["RECIPE"] == cell["recipe"]
+        assert cell["hyperparams"]["LABEL_SMOOTHING"] == (0.2 if cell["recipe"] == "smoothed" else 0.0)
+        assert cell["final_val_top1"] == cell["history"][-1]["val_acc"] and cell["steps_per_epoch"] == 60 // 16
+    text = (tmp_path / "results" / "recipes" / "results.md").read_text()
+    assert text == markdown(results) and "## Recipe choice" in text
+    choice = [line.split("|")[1:-1] for line in text.split("## Recipe choice")[1].split("## Whole grid")[0].splitlines()
+              if line.startswith("| 16 |")]
+    for optimizer in ("SGD", "LARS"):
+        rows = [[c.strip() for c in row] for row in choice if row[1].strip() == optimizer]
+        assert len(rows) == 2 and rows[0][-1] == "yes" and rows[1][-1] == ""
+        assert float(rows[0][4]) >= float(rows[1][4]), "ranked by validation top-1"
+
+    path = tmp_path / "ck" / "recipes" / "smoothed" / "lr0.1" / "withLars-16.pth"
+    checkpoint = load_checkpoint(str(path))
+    shown = run_script("val.py", f"--checkpoint={path}", f"--data_dir={folder}")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.strip().splitlines()
+    last = checkpoint["history"][-1]
+    assert lines[-2].startswith(f"validation top-1 accuracy: {last['val_acc']:.2f}% (12 training images held out)")
+    assert lines[-1] == f"top-1 accuracy: {last['test_acc']:.2f}%"
+    assert "val top-1 %" in shown.stdout
