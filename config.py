@@ -8,9 +8,12 @@ K of ``--batch_size=1024``. Setting BATCH_SIZE without K sets K = BATCH_SIZE / B
 """
 
 import ast
+import difflib
 import inspect
 import os
 import re
+import sys
+import textwrap
 import types
 
 import hyperparams
@@ -19,7 +22,7 @@ import hyperparams
 # Settings that change how a run is executed or reported but not what it computes: a resumed
 # run, or a sweep's recorded run, may differ in these and still be the same run.
 OPERATIONAL_SETTINGS = {"RESUME", "DATA_DIR", "CHECKPOINT_DIR", "NUM_WORKERS", "NUM_THREADS", "DEVICE",
-                        "COMPILE", "LAYER_STATS_EVERY", "SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS", "SWEEP_PEAK_LRS",
+                        "COMPILE", "DETERMINISTIC", "LAYER_STATS_EVERY", "SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS", "SWEEP_PEAK_LRS",
                         "SWEEP_EXTRA_SEEDS", "SWEEP_RECIPES", "SWEEP_REFERENCE", "RESULTS_DIR"}
 
 
@@ -87,12 +90,19 @@ def _parse_override(arg, defaults):
     key, text = arg[2:].split("=", 1)
     name = key.upper()
     if name not in defaults:
-        raise ConfigError(f"unknown setting --{key}: not a constant in hyperparams.py")
+        raise ConfigError(f"unknown setting --{key}: not a constant in hyperparams.py{_did_you_mean(name, defaults)}")
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         value = text  # a bare word such as --model=resnet20 is a string
     return name, _checked(name, value, defaults[name])
+
+
+def _did_you_mean(name, settings):
+    """'; did you mean --batch_size?' for a name close to a setting's, else ''."""
+    close = difflib.get_close_matches(name, list(settings), n=1, cutoff=0.75)
+    close = close or [s for s in settings if s.replace("_", "") == name.replace("_", "")]
+    return f"; did you mean --{close[0].lower()}?" if close else ""
 
 
 def _run_config_file(path, current, fixed):
@@ -111,6 +121,8 @@ def _run_config_file(path, current, fixed):
         raise ConfigError(f"{path}, line {_error_line(e, path)}: {type(e).__name__}: {_first_line(e)}") from None
     assigned = {}
     for name in namespace.assigned:
+        if not name.isupper() and name.upper() in current:  # a setting's name in the wrong case would be ignored
+            raise ConfigError(f"{path} assigns {name}: settings are upper-case, write {name.upper()} = ...")
         if name.isupper() and name not in fixed:
             if name not in current:
                 raise ConfigError(f"unknown setting {name} in {path}: not a constant in hyperparams.py")
@@ -156,7 +168,19 @@ def _evaluate_with_pins(pins):
     source = inspect.getsource(hyperparams)
     namespace = _Namespace(pins, pinned=pins)
     exec(compile(source, hyperparams.__file__, "exec"), namespace, namespace)
+    if "BATCH_SIZE" not in pins and namespace["BATCH_SIZE"] != namespace["BASE_BATCH_SIZE"] * namespace["K"]:
+        _refuse_edited_batch_size(namespace)
     return {name: namespace[name] for name in constants(hyperparams)}  # in hyperparams.py's order
+
+
+def _refuse_edited_batch_size(settings):
+    """hyperparams.py's own BATCH_SIZE no longer follows K: the LR, which follows K, would not
+    scale with it as it does for --batch_size. Say what to set instead."""
+    batch, base = settings["BATCH_SIZE"], settings["BASE_BATCH_SIZE"]
+    k = f"K = {_batch_multiple(batch, base)!r}" if isinstance(batch, int) and batch > 0 else "K"
+    raise ConfigError(f"hyperparams.py sets BATCH_SIZE = {batch!r}, but BATCH_SIZE follows K there "
+                      f"(BASE_BATCH_SIZE * K = {base * settings['K']!r}); set {k} instead, which sets "
+                      f"BATCH_SIZE and scales the LR, or pass --batch_size={batch!r}")
 
 
 def _batch_multiple(batch_size, base):
@@ -196,7 +220,8 @@ def validate(cfg, world_size=1, model_names=()):
     _require(cfg, "MOMENTUM", 0 <= cfg.MOMENTUM < 1, "in [0, 1)")
     _require(cfg, "NUM_EPOCHS", cfg.NUM_EPOCHS > 0, "a positive integer")
     _require(cfg, "WARMUP_EPOCHS", 0 <= cfg.WARMUP_EPOCHS < cfg.NUM_EPOCHS,
-             f">= 0 and fewer than NUM_EPOCHS ({cfg.NUM_EPOCHS})")
+             f">= 0 and fewer than NUM_EPOCHS ({cfg.NUM_EPOCHS})"
+             + ("; for a run this short, add --warmup_epochs=0" if cfg.WARMUP_EPOCHS > 0 else ""))
     _require(cfg, "WARMUP_MULTIPLIER", cfg.WARMUP_MULTIPLIER >= 1, ">= 1")
     _require(cfg, "LR_SCHEDULE", cfg.LR_SCHEDULE in ("poly", "step"), '"poly" or "step"')
     _require(cfg, "STEP_EPOCHS", cfg.STEP_EPOCHS > 0, "a positive integer")
@@ -221,19 +246,29 @@ def _require(cfg, name, ok, allowed):
 
 
 # --- help ------------------------------------------------------------------------------------
+# Help is read from the files themselves and imports no torch, so that it answers at once.
 
 HELP_FLAGS = ("-h", "--help")
+HELP_WIDTH = 100
+ROOT = os.path.dirname(os.path.abspath(hyperparams.__file__))
+
+
+def exit_with_help_if_asked(script_doc, argv):
+    """Print the help and exit 0 if ``argv`` asks for it. The scripts call this before they
+    import torch, so that help answers at once."""
+    if any(arg in HELP_FLAGS for arg in argv):
+        print(help_text(script_doc))
+        sys.exit(0)
 
 
 def help_text(script_doc):
-    """The script's docstring, the presets in configs/, and every setting of hyperparams.py
-    with its default and its comment, read from hyperparams.py itself."""
+    """The script's docstring, the presets in configs/ (each by its first sentence), and every
+    setting of hyperparams.py with its default and its comment, wrapped to HELP_WIDTH."""
     lines = [script_doc.strip(), "", "Presets (config files, applied in the order given):"]
-    root = os.path.dirname(os.path.abspath(hyperparams.__file__))
-    for folder, _, files in sorted(os.walk(os.path.join(root, "configs"))):
+    for folder, _, files in sorted(os.walk(os.path.join(ROOT, "configs"))):
         for name in sorted(f for f in files if f.endswith(".py")):
             path = os.path.join(folder, name)
-            lines.append(f"  {os.path.relpath(path, root):<34} {_first_comment(path)}")
+            lines += _wrapped(f"  {os.path.relpath(path, ROOT)}", _first_sentence(path), column=35)
     lines += ["", "Settings (hyperparams.py): --name=value, names case-insensitive, values Python literals:"]
     setting = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]*)?=\s*(.*?)\s*(?:#\s*(.*))?$")
     for line in inspect.getsource(hyperparams).splitlines():
@@ -241,13 +276,39 @@ def help_text(script_doc):
             lines.append(f"  {line.strip('# -')}")
         elif (match := setting.match(line)):
             name, default, comment = match.groups()
-            lines.append(f"    {'--' + name.lower() + '=' + default:<40} {comment or ''}".rstrip())
+            if name == "MODEL":
+                comment = f"{comment}; one of {', '.join(model_names())}"
+            lines += _wrapped(f"    --{name.lower()}={default}", comment or "", column=42)
     return "\n".join(lines)
 
 
-def _first_comment(path):
+def _wrapped(head, text, column):
+    """``head``, then ``text`` from ``column`` on (or one space after a longer head), wrapped to
+    HELP_WIDTH with its continuation lines at ``column``."""
+    head = f"{head:<{column - 1}} "
+    return textwrap.wrap(text, HELP_WIDTH, initial_indent=head, subsequent_indent=" " * column) or [head.rstrip()]
+
+
+def _first_sentence(path):
+    """The first sentence of a preset's header comment: its comment lines up to the first that
+    ends a sentence (with '.' or with ':' before a command)."""
+    words = []
     with open(path) as f:
         for line in f:
-            if line.startswith("#"):
-                return line.lstrip("# ").rstrip()
-    return ""
+            if not line.startswith("#") or line.startswith("#   "):
+                break
+            words.append(line.lstrip("# ").rstrip())
+            sentence = " ".join(words)
+            end = re.search(r"[.?](\s|$)|:$", sentence)
+            if end:
+                return sentence[:end.start()] + (sentence[end.start()] if sentence[end.start()] == "?" else ".")
+    return " ".join(words)
+
+
+def model_names():
+    """The names in models.MODELS, read from models/__init__.py without importing torch."""
+    tree = ast.parse(open(os.path.join(ROOT, "models", "__init__.py")).read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MODELS" for t in node.targets):
+            return [key.value for key in node.value.keys]
+    return []

@@ -33,6 +33,8 @@ def load_cifar10(data_dir, num_workers=0, statistics=True):
     """Dict of uint8 NHWC ``train_images``/``test_images``, int64 labels, ``classes``, and, with
     ``statistics``, the training set's per-channel ``mean`` and ``std`` (fractions of 255)."""
     data_dir = os.path.expanduser(data_dir)
+    if not _is_image_folder(data_dir) and _is_image_folder(os.path.join(data_dir, "cifar10")):
+        data_dir = os.path.join(data_dir, "cifar10")  # the folder the archive unpacks to, one level down
     data = _load_image_folder_cached(data_dir, num_workers) if _is_image_folder(data_dir) else _load_torchvision(data_dir)
     if statistics:
         data["mean"], data["std"] = channel_stats(data["train_images"])

@@ -49,6 +49,7 @@ NUM_WORKERS = 2  # processes that decode an image folder into the cache (first r
 AMP = False  # mixed precision: bf16 autocast on CPU, fp16 autocast + GradScaler on CUDA
 CHANNELS_LAST = True  # channels-last memory format for the model and batches
 COMPILE = False  # torch.compile the model
+DETERMINISTIC = False  # True: deterministic CUDA kernels (slower), so a resumed GPU run matches an uninterrupted one
 PRECISE_BN = 0  # training micro-batches to recompute BN statistics with before each evaluation; 0 = off
 
 # --- run ---

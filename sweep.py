@@ -26,19 +26,25 @@ Exit status: 0 when every run has finished or diverged, 1 if a run failed otherw
 bad settings or a sweep already running in RESULTS_DIR/<preset>/, 130 after Ctrl-C.
 """
 
+import sys
+
+from config import exit_with_help_if_asked
+
+if __name__ == "__main__":  # help before torch is imported, which takes seconds
+    exit_with_help_if_asked(__doc__, sys.argv[1:])
+
 import os
 import re
 import shlex
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 
-from config import HELP_FLAGS, ConfigError, help_text, constants, load_config, peak_lr, run_differences, validate
+from config import ConfigError, constants, load_config, peak_lr, run_differences, validate
 from models import MODELS
 from results import DONE, at_grid_edge, best_grid_run, cell_summary, read_results, write_results
-from train import EXIT_INTERRUPTED
-from utils import EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, fail, hold_lock
+from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, fail, hold_lock,
+                   Terminated, interrupt_exit_status, interrupt_name, stop_on_sigterm)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 RECIPE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -197,16 +203,16 @@ def run_cell(args, status):
     process = subprocess.Popen(command)
     try:
         return process.wait() in (0, EXIT_DIVERGED)
-    except KeyboardInterrupt:
-        stop_child(process)
+    except KeyboardInterrupt as stop:
+        stop_child(process, signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
         raise
 
 
-def stop_child(process):
+def stop_child(process, passed_on):
     """After Ctrl-C: a terminal sends it to train.py too, which saves nothing more and reports;
-    a SIGINT sent to the sweep alone is passed on. train.py's checkpoints are atomic, so even
-    the last resort, a kill, loses at most the epoch in progress."""
-    for signal_to_send in (None, signal.SIGINT, signal.SIGKILL):
+    a SIGINT or SIGTERM sent to the sweep alone is passed on (``passed_on``). train.py's
+    checkpoints are atomic, so even the last resort, a kill, loses at most the epoch in progress."""
+    for signal_to_send in (None, passed_on, signal.SIGKILL):
         if signal_to_send is not None:
             process.send_signal(signal_to_send)
         try:
@@ -224,9 +230,8 @@ def describe(run):
 
 
 def main(argv):
-    if any(arg in HELP_FLAGS for arg in argv):
-        print(help_text(__doc__))
-        return
+    exit_with_help_if_asked(__doc__, argv)
+    stop_on_sigterm()
     preset = preset_name(argv)
     try:
         cfg = load_config(argv)
@@ -257,10 +262,10 @@ def main(argv):
         try:
             if not run_cell(run.args, summary["status"]):
                 failed.add(tuple(run.args))
-        except KeyboardInterrupt:
-            print(f"\ninterrupted: {preset}, {describe(run)}; its checkpoint keeps every finished epoch. "
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM
+            print(f"\n{interrupt_name(stop)}: {preset}, {describe(run)}; its checkpoint keeps every finished epoch. "
                   f"Continue with: {header['command']}", file=sys.stderr)
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(interrupt_exit_status(stop))
         runs, summaries = plan(cell_list, preset, recorded)
         write_results(results_dir, {**header, "cells": summaries})
     write_results(results_dir, {**header, "cells": summaries})

@@ -8,10 +8,17 @@ Exit status: 0 done, 2 bad input (nothing written), 3 diverged (checkpoint recor
 to continue).
 """
 
+import sys
+
+from config import exit_with_help_if_asked
+
+if __name__ == "__main__":  # help before torch is imported, which takes seconds
+    exit_with_help_if_asked(__doc__, sys.argv[1:])
+
 import contextlib
 import math
+import os
 import shlex
-import sys
 import time
 
 import torch
@@ -20,7 +27,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from config import HELP_FLAGS, ConfigError, help_text, constants, load_config, run_differences, validate
+from config import ConfigError, constants, load_config, run_differences, validate
 from data import Batches, DataError, training_data
 from diagnostics import LayerStats
 from lars import LARS
@@ -28,12 +35,12 @@ from models import MODELS, build_model
 from scheduler import GradualWarmupScheduler, PolynomialLRDecay
 from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, NoCheckpointError, checkpoint_path,
                    describe_machine, fail, format_duration, format_settings, hold_lock, init_distributed,
+                   interrupt_exit_status, interrupt_name, plural, refuse_if_locked, stop_on_sigterm,
                    load_checkpoint, load_model_state, lock_path, pick_device, process_from_env, save_checkpoint,
                    set_threads, writable_dir_problem)
 
 EVAL_BATCH_SIZE = 1000
 ESTIMATE_AFTER_STEPS = 10  # steps of the first epoch after which the run's length is estimated
-EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 
 
 def autocast(device, amp):
@@ -189,7 +196,7 @@ class Trainer:
         run takes days on a CPU, which a user should hear about in seconds, not hours."""
         per_epoch = seconds_per_step * self.steps_per_epoch
         self.log(f"first {ESTIMATE_AFTER_STEPS} steps: about {format_duration(per_epoch)} per epoch of training, "
-                 f"{format_duration(per_epoch * self.cfg.NUM_EPOCHS)} for {self.cfg.NUM_EPOCHS} epochs")
+                 f"{format_duration(per_epoch * self.cfg.NUM_EPOCHS)} for {plural(self.cfg.NUM_EPOCHS, 'epoch')}")
 
     def train_step(self, images, labels, step_in_epoch=None):
         """Forward and backward over micro-batches, then one optimizer step; return the mean loss
@@ -297,15 +304,18 @@ def load_resume_checkpoint(cfg):
 
 
 def main(argv):
-    if any(arg in HELP_FLAGS for arg in argv):
-        print(help_text(__doc__))
-        return
+    exit_with_help_if_asked(__doc__, argv)
+    stop_on_sigterm()
     process = process_from_env()
     try:
         cfg = load_config(argv)
         check_inputs(cfg, process)
         device = pick_device(cfg.DEVICE, process)
-        load_resume_checkpoint(cfg)  # refuse before the data is read
+        # Refuse before the data is read: a checkpoint another run is training, or one that
+        # these settings cannot continue or must not overwrite.
+        if process.is_main:
+            refuse_if_locked(lock_path(checkpoint_path(cfg)), checkpoint_path(cfg))
+        load_resume_checkpoint(cfg)
         data = training_data(cfg.DATA_DIR, cfg.NUM_WORKERS, cfg.VALIDATION_SIZE, cfg.TRAIN_SUBSET)
         # One run per checkpoint: the lock is held until this process ends, then the checkpoint
         # is read again, as another run may have written it meanwhile.
@@ -314,18 +324,30 @@ def main(argv):
     except (ConfigError, DataError) as e:
         fail(e, EXIT_BAD_INPUT)
     try:
-        train(cfg, process, device, data, checkpoint)
-    except KeyboardInterrupt:
+        train(cfg, process, device, data, checkpoint, argv)
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM
         if process.is_main:
-            report_interrupt(cfg, argv)
-        sys.exit(EXIT_INTERRUPTED)
+            report_interrupt(cfg, argv, stop)
+        sys.exit(interrupt_exit_status(stop))
     finally:
         if lock is not None:
             lock.close()
 
 
-def train(cfg, process, device, data, checkpoint):
+def make_deterministic():
+    """Deterministic CUDA kernels: cuDNN's deterministic algorithms, cuBLAS with a fixed
+    workspace (set before cuBLAS starts). warn_only: an op that has no deterministic version
+    (adaptive average pooling's backward, whose 1x1 output adds each input once) warns instead of
+    stopping the run. The CPU kernels used here are deterministic already."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def train(cfg, process, device, data, checkpoint, argv=()):
     set_threads(cfg.NUM_THREADS)
+    if cfg.DETERMINISTIC:
+        make_deterministic()
     init_distributed(process, device)
     trainer = Trainer(cfg, process, device, data)
     if process.is_main:
@@ -351,21 +373,26 @@ def train(cfg, process, device, data, checkpoint):
             mark_diverged(trainer.path, trainer.history)
         fail(f"loss became non-finite in epoch {last['epoch']}; "
              f"{trainer.path} keeps the last finite state and records the divergence", EXIT_DIVERGED)
+    last = trainer.history[-1]
+    val_args = [a for a in argv if not a.lower().startswith("--resume=")]
+    trainer.log(f"done: {trainer.path}, top-1 {last['test_acc']:.2f}% after {plural(last['epoch'], 'epoch')}; "
+                f"see it with: {shlex.join(['python', 'val.py', *val_args])}")
     if process.distributed:
         dist.destroy_process_group()
 
 
-def report_interrupt(cfg, argv):
-    """One line for Ctrl-C: what the checkpoint keeps and the command that continues it."""
+def report_interrupt(cfg, argv, stop):
+    """One line for Ctrl-C or SIGTERM: what the checkpoint keeps and the command that continues it."""
     path = checkpoint_path(cfg)
     try:
         epoch = load_checkpoint(path)["epoch"]
     except CheckpointError:
-        print("interrupted before the first checkpoint was written; nothing was saved", file=sys.stderr)
+        print(f"{interrupt_name(stop)} before the first checkpoint was written; nothing was saved", file=sys.stderr)
         return
     command = shlex.join(["python", "train.py", *[a for a in argv if not a.lower().startswith("--resume=")],
                           "--resume=True"])
-    print(f"interrupted: {path} keeps epoch {epoch} of {cfg.NUM_EPOCHS}; continue with: {command}", file=sys.stderr)
+    print(f"{interrupt_name(stop)}: {path} keeps epoch {epoch} of {cfg.NUM_EPOCHS}; continue with: {command}",
+          file=sys.stderr)
 
 
 def mark_diverged(path, history):

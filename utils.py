@@ -3,6 +3,7 @@
 import math
 import os
 import platform
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ CHECKPOINT_FORMAT = "pytorch-lars-checkpoint"
 CHECKPOINT_VERSION = 1
 EXIT_BAD_INPUT = 2  # a setting, the data or the checkpoint directory cannot be used
 EXIT_DIVERGED = 3  # the loss became non-finite; the checkpoint records it
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it
+EXIT_TERMINATED = 143  # SIGTERM, what a cluster scheduler sends before it kills a preempted job
 
 
 class CheckpointError(RuntimeError):
@@ -23,6 +26,28 @@ class CheckpointError(RuntimeError):
 
 class NoCheckpointError(CheckpointError):
     """There is no checkpoint at that path (as opposed to one that cannot be used)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the process is, so that it stops as Ctrl-C stops it."""
+
+
+def stop_on_sigterm():
+    """From now on SIGTERM raises Terminated, a KeyboardInterrupt: the code that handles Ctrl-C
+    handles it too, and ``interrupt_exit_status`` tells the two apart."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def interrupt_exit_status(error):
+    return EXIT_TERMINATED if isinstance(error, Terminated) else EXIT_INTERRUPTED
+
+
+def interrupt_name(error):
+    return "terminated (SIGTERM)" if isinstance(error, Terminated) else "interrupted"
 
 
 def fail(message, status):
@@ -165,8 +190,27 @@ def hold_lock(path, what):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise ConfigError(f"{what} is in use by another process (lock {path}); wait for it or stop it") from None
+        raise _in_use(what, path) from None
     return handle  # keep a reference: closing it releases the lock
+
+
+def _in_use(what, path):
+    return ConfigError(f"{what} is in use by another process (lock {path}); wait for it or stop it")
+
+
+def refuse_if_locked(path, what):
+    """Raise hold_lock's ConfigError if another process holds the lock at ``path`` now, without
+    taking it or creating anything: a check before the slow work that precedes hold_lock."""
+    import fcntl
+
+    if not os.path.exists(path):
+        return
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _in_use(what, path) from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load_model_state(model, state, path):
@@ -192,8 +236,16 @@ def writable_dir_problem(path):
 # --- reporting -----------------------------------------------------------------------------
 
 def format_settings(settings):
-    width = max(map(len, settings))
-    return "\n".join(f"  {name:<{width}} = {value!r}" for name, value in settings.items())
+    """A run's settings, one a line, without the sweep's own (SWEEP_*, RESULTS_DIR, an empty
+    RECIPE), which do not change what the run computes."""
+    shown = {name: value for name, value in settings.items()
+             if not name.startswith("SWEEP_") and name != "RESULTS_DIR" and not (name == "RECIPE" and not value)}
+    width = max(map(len, shown))
+    return "\n".join(f"  {name:<{width}} = {value!r}" for name, value in shown.items())
+
+
+def plural(count, noun):
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def format_history(history):

@@ -12,19 +12,26 @@ validation split (VALIDATION_SIZE) is evaluated on it too, before the test set. 
 if the checkpoint or results are missing or unreadable, 2 for bad settings or data.
 """
 
-import os
 import sys
+
+from config import exit_with_help_if_asked
+
+if __name__ == "__main__":  # help before torch is imported, which takes seconds
+    exit_with_help_if_asked(__doc__, sys.argv[1:])
+
+import os
+import shlex
 
 import torch
 
 import hyperparams
-from config import HELP_FLAGS, ConfigError, help_text, load_config
+from config import ConfigError, load_config
 from data import DataError, TestSet, channel_stats, hold_out_validation, load_cifar10
 from diagnostics import format_tables, plot_layers
 from models import build_model
 from results import markdown, read_results
 from train import autocast, test_accuracy
-from utils import (EXIT_BAD_INPUT, CheckpointError, Process, checkpoint_path, fail, format_history,
+from utils import (EXIT_BAD_INPUT, CheckpointError, NoCheckpointError, Process, checkpoint_path, fail, format_history,
                    format_settings, load_checkpoint, load_model_state, pick_device, set_threads)
 
 EXIT_NO_CHECKPOINT = 1
@@ -69,10 +76,19 @@ def show_layers(checkpoint, path):
         print(f"figure: {figure}")
 
 
+def no_checkpoint_hint(cfg, argv):
+    """What to do when these settings name no checkpoint: the ones CHECKPOINT_DIR has, or the
+    command that trains one."""
+    directory = cfg.CHECKPOINT_DIR
+    found = sorted(f for f in os.listdir(directory) if f.endswith(".pth")) if os.path.isdir(directory) else []
+    if found:
+        return (f"; {directory} has {', '.join(found)} (choose one with --checkpoint=PATH, or with the "
+                f"--batch_size and --with_lars it was trained with)")
+    return f"; train one with: {shlex.join(['python', 'train.py', *argv])}"
+
+
 def main(argv):
-    if any(arg in HELP_FLAGS for arg in argv):
-        print(help_text(__doc__))
-        return
+    exit_with_help_if_asked(__doc__, argv)
     results_dir, argv = split_arg(argv, "results")
     if results_dir is not None:
         try:
@@ -83,16 +99,22 @@ def main(argv):
     path, argv = split_arg(argv, "checkpoint")
     layers = "--layers" in argv
     argv = [a for a in argv if a != "--layers"]
+    for arg in argv:
+        if os.path.isfile(os.path.join(arg, "results.json")):
+            fail(f"{arg} is a sweep's results folder: show it with python val.py --results={arg}", EXIT_BAD_INPUT)
     try:
         cfg = load_config(argv)
         device = pick_device(cfg.DEVICE, Process())
     except ConfigError as e:
         fail(e, EXIT_BAD_INPUT)
-    path = path or checkpoint_path(cfg)
+    chosen = path or checkpoint_path(cfg)
     try:
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(chosen)
+    except NoCheckpointError as e:
+        fail(f"{e}{'' if path else no_checkpoint_hint(cfg, argv)}", EXIT_NO_CHECKPOINT)
     except CheckpointError as e:
         fail(e, EXIT_NO_CHECKPOINT)
+    path = chosen
     print(f"checkpoint: {path}\nsettings:\n{format_settings(checkpoint['hyperparams'])}\n")
     print(format_history(checkpoint["history"]))
     if checkpoint["diverged"]:

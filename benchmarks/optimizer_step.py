@@ -39,10 +39,11 @@ HYPER = {"lr": 0.1, "momentum": 0.9}
 PRESET = os.path.join(ROOT, "configs", "cpu.py")
 
 
-def optimizers(model_name, with_compile, baseline=None):
-    """Name -> zero-argument step function, each on its own copy of the parameters."""
+def model_and_parameter_copies(model_name, device=torch.device("cpu")):
+    """The model (channels-last on ``device``) and a function that returns a fresh copy of its
+    parameters with the same random gradients, one per optimizer."""
     torch.manual_seed(0)
-    model = build_model(model_name).to(memory_format=torch.channels_last)
+    model = build_model(model_name).to(device, memory_format=torch.channels_last)
     grads = [torch.randn_like(p) * 1e-2 for p in model.parameters()]
 
     def params():
@@ -50,6 +51,13 @@ def optimizers(model_name, with_compile, baseline=None):
         for p, g in zip(copies, grads):
             p.grad = g.clone()
         return copies
+
+    return model, params
+
+
+def optimizers(model_name, with_compile, baseline=None):
+    """Name -> zero-argument step function, each on its own copy of the parameters."""
+    model, params = model_and_parameter_copies(model_name)
 
     steps = {
         "SGD for-loop": torch.optim.SGD(params(), weight_decay=5e-4, foreach=False, **HYPER).step,
@@ -85,16 +93,23 @@ def compiled_step(params):
     return step
 
 
-def time_steps(steps):
+def time_steps(steps, rounds=STEPS, timer=None):
+    """Median seconds of each step function over ``rounds`` rounds in random order, after one
+    warm-up call each; ``timer(step)`` times one call (default: the host's clock)."""
     for step in steps.values():  # warm-up: state allocation, caches
         step()
+    timer = timer or _host_time
     times = {name: [] for name in steps}
-    for _ in range(STEPS):
+    for _ in range(rounds):
         for name in random.sample(list(steps), len(steps)):
-            start = time.perf_counter()
-            steps[name]()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timer(steps[name]))
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _host_time(step):
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
 
 
 def report_steps(with_compile, baseline=None):

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import signal
 import subprocess
@@ -14,6 +15,15 @@ from utils import CheckpointError, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar10-jpg.tar.gz")
+
+# No test reaches the network: the guard refuses every name lookup and connection beyond loopback,
+# in this process and, through PYTHONPATH, in every Python process a test starts (scripts,
+# torchrun and its workers). Without it, a test whose data folder is empty would download CIFAR-10.
+NO_NETWORK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "no_network")
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (NO_NETWORK, os.environ.get("PYTHONPATH")) if p)
+_guard_spec = importlib.util.spec_from_file_location("no_network_guard", os.path.join(NO_NETWORK, "sitecustomize.py"))
+network_guard = importlib.util.module_from_spec(_guard_spec)
+_guard_spec.loader.exec_module(network_guard)
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +65,25 @@ def run_script(*args, env=None, timeout=600):
                           timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
 
 
+def run_main(script, *args, capsys):
+    """``script``'s main() in this process, with the arguments ``run_script`` would give it:
+    (exit status, stdout, stderr). For refusals, which come before anything slow: no second
+    interpreter importing torch. Leaves the SIGTERM handler as it found it."""
+    import importlib
+
+    main = importlib.import_module(script.removesuffix(".py")).main
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        main(script_args([script, *args])[1:])
+        status = 0
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else 0
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
 def script_args(args):
     """``args`` with --device=cpu for the scripts that train or evaluate (unless it is given)."""
     scripts = ("train.py", "val.py", "sweep.py")
@@ -70,14 +99,42 @@ def saved_epoch(path):
         return -1
 
 
+def wait_for_epoch(process, path, epoch, timeout=300):
+    """Return once ``process``'s checkpoint at ``path`` has reached ``epoch``; fail if the
+    process ends first or ``timeout`` seconds pass (a hung run fails the test, not CI)."""
+    deadline = time.monotonic() + timeout
+    while saved_epoch(path) < epoch:
+        assert process.poll() is None, f"the run ended before its checkpoint reached epoch {epoch}"
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{path} did not reach epoch {epoch} within {timeout} s")
+        time.sleep(0.01)
+
+
+def runs_until(args, text, timeout=300):
+    """Start a project script and stop it once its output shows ``text``; whether it did. For
+    checks of how a long run starts, without training it to the end."""
+    process = subprocess.Popen([sys.executable, *script_args(args)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        for line in process.stdout:
+            if text in line:
+                return True
+            if time.monotonic() > deadline:
+                return False
+        return False
+    finally:
+        process.kill()
+        process.wait()
+
+
 def kill_when(process, path, epoch, delay, sig=signal.SIGKILL):
     """Send ``sig`` to ``process`` ``delay`` seconds after its checkpoint reaches ``epoch``."""
-    while saved_epoch(path) < epoch:
-        assert process.poll() is None, "finished before it could be killed"
-        time.sleep(0.01)
+    wait_for_epoch(process, path, epoch)
     time.sleep(delay)
     process.send_signal(sig)
-    process.wait()
+    process.wait(timeout=120)
 
 
 class NoBatchNorm(torch.nn.Module):

@@ -173,3 +173,29 @@ def test_channel_stats_match_torch():
     flat = images.double().div(255).reshape(-1, 3)
     torch.testing.assert_close(mean.double(), flat.mean(0), rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(std.double(), flat.std(0, unbiased=False), rtol=1e-5, atol=1e-6)
+
+
+def test_cache_is_rebuilt_when_an_image_is_removed(tiny_folder):
+    load_cifar10(tiny_folder)
+    os.remove(os.path.join(tiny_folder, "train", "dog", "0003.png"))
+    data = load_cifar10(tiny_folder)
+    assert len(data["train_labels"]) == 11 and data["train_labels"].tolist().count(2) == 3
+
+
+def test_an_unwritable_data_dir_loads_without_a_cache(tiny_folder, monkeypatch):
+    # As root, a read-only folder is still writable, so the write itself is made to fail as it
+    # does for a user on a read-only mount.
+    def read_only(path, write, mode="wb"):
+        raise PermissionError(13, "Read-only file system", path)
+
+    monkeypatch.setattr(data_module, "write_atomically", read_only)
+    data = load_cifar10(tiny_folder)
+    assert len(data["train_labels"]) == 12
+    assert not os.path.exists(os.path.join(tiny_folder, data_module.CACHE_NAME))
+
+
+def test_the_last_incomplete_batch_of_an_epoch_is_dropped(tiny_folder):
+    batches = Batches(load_cifar10(tiny_folder), torch.device("cpu"))  # 12 images
+    assert batches.steps_per_epoch(5) == 2
+    epoch = list(batches.train_epoch(0, 0, 5))
+    assert [len(labels) for _, labels in epoch] == [5, 5], "every step has the full batch"

@@ -3,17 +3,18 @@ a second run on the same checkpoint, a finished run resumed, time estimates, and
 defaults."""
 
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 import val
-from tests.conftest import ROOT, kill_when, make_image_folder, run_script, saved_epoch
+from tests.conftest import ROOT, kill_when, make_image_folder, run_main, run_script, runs_until, wait_for_epoch
 from utils import load_checkpoint
 
 RUN = ["--model=resnet20", "--batch_size=16", "--num_epochs=2", "--warmup_epochs=0", "--num_threads=1",
@@ -36,7 +37,7 @@ def test_help_lists_usage_presets_and_every_setting_with_its_default(script, fla
     import hyperparams
 
     result = run_script(script, flag)
-    assert result.returncode == 0 and result.stderr == ""
+    assert result.returncode == 0 and "Traceback" not in result.stderr and "error" not in result.stderr
     assert f"python {script}" in result.stdout
     assert "configs/cpu_sweep.py" in result.stdout and "configs/study.py" in result.stdout
     for name in (n for n in vars(hyperparams) if n.isupper()):
@@ -59,21 +60,23 @@ def test_a_finished_run_resumed_says_it_is_complete(folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_continue(folder, tmp_path):
+@pytest.mark.parametrize("sig, status, word", [(signal.SIGINT, 130, "interrupted"),
+                                               (signal.SIGTERM, 143, "terminated (SIGTERM)")], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_keeps_the_checkpoint_and_says_how_to_continue(folder, tmp_path, sig, status, word):
+    # SIGTERM is what a cluster scheduler sends before it kills a preempted job.
     args = train_args(folder, tmp_path, "--num_epochs=30")
     process = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     path = str(tmp_path / "noLars-16.pth")
-    while saved_epoch(path) < 1:
-        assert process.poll() is None
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    wait_for_epoch(process, path, 1)
+    process.send_signal(sig)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130
+    assert process.returncode == status
     (line,) = stderr.strip().splitlines()
     epoch = load_checkpoint(path)["epoch"]
-    assert line.startswith(f"interrupted: {path} keeps epoch {epoch} of 30; continue with: python train.py ")
+    assert line.startswith(f"{word}: {path} keeps epoch {epoch} of 30; continue with: python train.py ")
     assert line.endswith("--resume=True")
+    assert runs_until(["train.py", *args, "--resume=True"], f"resumed at epoch {epoch}")
 
 
 @pytest.mark.slow
@@ -83,9 +86,7 @@ def test_ctrl_c_in_a_sweep_names_the_run_and_the_command_that_continues(folder, 
     process = subprocess.Popen([sys.executable, "sweep.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     path = str(tmp_path / "ck" / "default" / "noLars-16.pth")
-    while saved_epoch(path) < 1:
-        assert process.poll() is None
-        time.sleep(0.05)
+    wait_for_epoch(process, path, 1)
     os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the sweep and its train.py
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
@@ -121,15 +122,12 @@ def test_a_second_run_on_the_same_checkpoint_is_refused_and_a_killed_one_blocks_
     process = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     path = str(tmp_path / "noLars-16.pth")
-    while saved_epoch(path) < 0:
-        assert process.poll() is None
-        time.sleep(0.05)
+    wait_for_epoch(process, path, 0)
     second = run_script("train.py", *args, "--resume=True")
     assert second.returncode == 2 and second.stderr.strip().count("\n") == 0
     assert "in use by another process" in second.stderr
     kill_when(process, path, 1, 0.0)
-    resumed = run_script("train.py", *args, "--resume=True", "--num_epochs=30")
-    assert "resumed at epoch" in resumed.stdout, "the OS released the killed run's lock"
+    assert runs_until(["train.py", *args, "--resume=True"], "resumed at epoch"), "the OS released the killed run's lock"
 
 
 @pytest.mark.slow
@@ -166,3 +164,150 @@ def test_val_reads_the_data_where_the_run_did_and_uses_the_recorded_normalisatio
     val.main([f"--checkpoint={tmp_path / 'noLars-16.pth'}", "--num_threads=1", "--device=cpu"])  # no --data_dir
     assert printed[-1] == f"top-1 accuracy: {checkpoint['history'][-1]['test_acc']:.2f}%"
     assert threads == [1]
+
+    # Another folder, whose training images have other statistics: val.py must still normalise
+    # with the ones the run recorded, not recompute them from the folder it reads.
+    other = make_image_folder(tmp_path / "other", per_class_train=8, per_class_test=4, seed=7)
+    from data import TestSet, channel_stats, load_cifar10
+
+    assert channel_stats(load_cifar10(other)["train_images"])[0].tolist() != checkpoint["normalisation"]["mean"]
+    used = []
+    monkeypatch.setattr(val, "TestSet", lambda images, labels, mean, std, *args: used.append((mean, std)) or
+                        TestSet(images, labels, mean, std, *args))
+    val.main([f"--checkpoint={tmp_path / 'noLars-16.pth'}", f"--data_dir={other}", "--device=cpu"])
+    assert used == [(checkpoint["normalisation"]["mean"], checkpoint["normalisation"]["std"])]
+
+
+# --- second pass: help, traps in hyperparams.py and config files, refusals that name their fix,
+# what val.py says without a checkpoint, SIGTERM -------------------------------------------------
+
+@pytest.mark.parametrize("script", ["train.py", "val.py", "sweep.py"])
+def test_help_imports_no_torch_and_fits_100_columns_in_whole_sentences(script):
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{script!r}, '-h']\n"
+            "try:\n"
+            f"    runpy.run_path({script!r}, run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    assert e.code in (0, None), e.code\n"
+            "print('torch imported:', 'torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "torch imported: False"
+    assert all(len(line) <= 100 for line in lines), max(lines, key=len)
+    import models
+
+    assert f"one of {', '.join(models.MODELS)}" in " ".join(line.strip() for line in lines), "every model choice"
+    presets = result.stdout.split("Presets")[1].split("Settings")[0]
+    descriptions = re.split(r"\n  configs/\S+\s+", presets)[1:]
+    assert len(descriptions) >= 10 and all(d.rstrip().endswith((".", "?")) for d in descriptions)
+
+
+def project_copy(tmp_path, hyperparams_edit):
+    """The project's code in a fresh folder with one line of hyperparams.py edited, as a user would."""
+    copy = tmp_path / "project"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "results", "checkpoint", "data", "tests",
+                                                              "__pycache__", "benchmarks"))
+    path = copy / "hyperparams.py"
+    old, new = hyperparams_edit
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    return copy
+
+
+def test_editing_batch_size_in_hyperparams_is_refused_with_what_to_set(tmp_path):
+    copy = project_copy(tmp_path, ("\nBATCH_SIZE = BASE_BATCH_SIZE * K", "\nBATCH_SIZE = 256"))
+    result = subprocess.run([sys.executable, "train.py", f"--checkpoint_dir={tmp_path / 'ck'}"], cwd=copy,
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "BATCH_SIZE = 256" in result.stderr and "set K = 2 instead" in result.stderr
+    assert "--batch_size=256" in result.stderr and not (tmp_path / "ck").exists()
+
+
+def test_editing_k_in_hyperparams_gives_the_same_run_as_the_batch_size_override(tmp_path):
+    copy = project_copy(tmp_path, ("\nK: int | float = 1 ", "\nK: int | float = 2 "))
+    code = "from config import load_config; c = load_config([]); print(c.K, c.BATCH_SIZE, c.LR, c.END_LR)"
+    edited = subprocess.run([sys.executable, "-c", code], cwd=copy, capture_output=True, text=True, timeout=60)
+    from config import load_config
+
+    overridden = load_config(["--batch_size=256"])
+    assert edited.stdout.split() == [str(v) for v in (overridden.K, overridden.BATCH_SIZE, overridden.LR,
+                                                      overridden.END_LR)]
+
+
+@pytest.mark.parametrize("text", ["batch_size = 256\n", "K = 2\nwith_lars = True\n"])
+def test_a_lower_case_setting_in_a_config_file_is_refused_not_ignored(tmp_path, text, capsys):
+    preset = tmp_path / "lower.py"
+    preset.write_text(text)
+    status, _, stderr = run_main("train.py", str(preset), f"--checkpoint_dir={tmp_path / 'ck'}", capsys=capsys)
+    assert status == 2 and stderr.strip().count("\n") == 0
+    name = text.splitlines()[-1].split()[0]
+    assert f"assigns {name}: settings are upper-case, write {name.upper()} = ..." in stderr
+    from config import load_config
+
+    assert load_config(["configs/study.py"]).SWEEP_PEAK_LRS is not None, "lower-case helper names still work"
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["--num_epochs=1"], "add --warmup_epochs=0"),
+    (["--batchsize=256"], "did you mean --batch_size?"),
+    (["--lerning_rate=0.1"], ""),
+])
+def test_a_refusal_with_an_obvious_fix_names_it(tmp_path, argv, hint, capsys):
+    status, _, stderr = run_main("train.py", *argv, f"--checkpoint_dir={tmp_path / 'ck'}", capsys=capsys)
+    assert status == 2 and stderr.strip().count("\n") == 0
+    assert hint in stderr and ("did you mean" in stderr) == ("did you mean" in hint)
+
+
+def test_val_without_a_checkpoint_names_those_that_exist_or_the_command_that_makes_one(tmp_path, capsys):
+    args = ["--model=resnet20", "--batch_size=64", f"--checkpoint_dir={tmp_path}"]
+    status, _, stderr = run_main("val.py", *args, capsys=capsys)
+    assert status == 1 and stderr.strip().count("\n") == 0
+    assert stderr.rstrip().endswith("train one with: " + shlex.join(["python", "train.py", *args, "--device=cpu"]))
+    (tmp_path / "withLars-128.pth").write_bytes(b"")
+    (tmp_path / "noLars-256.pth").write_bytes(b"")
+    status, _, stderr = run_main("val.py", *args, capsys=capsys)
+    assert status == 1 and f"{tmp_path} has noLars-256.pth, withLars-128.pth" in stderr
+
+
+def test_val_given_a_results_folder_points_to_results(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    status, _, stderr = run_main("val.py", "results/study", capsys=capsys)
+    assert status == 2 and "python val.py --results=results/study" in stderr
+
+
+def test_a_data_dir_that_holds_the_unpacked_cifar10_folder_is_found(tmp_path):
+    from data import load_cifar10
+
+    make_image_folder(tmp_path / "cifar10")
+    assert len(load_cifar10(str(tmp_path))["train_labels"]) == 12
+
+
+@pytest.mark.slow
+def test_a_short_run_speaks_in_the_singular_shows_only_its_settings_and_points_to_val(folder, tmp_path):
+    args = train_args(folder, tmp_path, "--num_epochs=1")
+    result = run_script("train.py", *args)
+    assert result.returncode == 0, result.stderr
+    assert "for 1 epoch\n" in result.stdout and "1 epochs" not in result.stdout
+    assert "SWEEP_" not in result.stdout and "RESULTS_DIR" not in result.stdout and "NUM_EPOCHS" in result.stdout
+    final = load_checkpoint(str(tmp_path / "noLars-16.pth"))["history"][-1]["test_acc"]
+    assert result.stdout.strip().splitlines()[-1] == (
+        f"done: {tmp_path / 'noLars-16.pth'}, top-1 {final:.2f}% after 1 epoch; see it with: "
+        + shlex.join(["python", "val.py", *args]))
+
+
+@pytest.mark.slow
+def test_a_second_run_is_refused_before_it_reads_any_data(folder, tmp_path):
+    args = train_args(folder, tmp_path, "--num_epochs=30")
+    process = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        path = str(tmp_path / "noLars-16.pth")
+        wait_for_epoch(process, path, 0)
+        for resume in ([], ["--resume=True"]):  # the data folder does not exist: reading it would fail first
+            second = run_script("train.py", *args, *resume, f"--data_dir={tmp_path / 'no-data'}")
+            assert second.returncode == 2 and "in use by another process" in second.stderr, second.stderr
+            assert "RESUME" not in second.stderr, "no advice that would collide with the running job"
+    finally:
+        process.kill()
+        process.wait()

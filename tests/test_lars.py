@@ -51,13 +51,27 @@ def run_lars(weights, grads_per_step, lrs, **kwargs):
     return [p.detach() for p in params], opt
 
 
-@pytest.fixture(params=["single-tensor", "multi-tensor", "multi-tensor, accelerator path"])
-def foreach(request, monkeypatch):
-    """Each implementation; the accelerator path (foreach kernels, step sizes kept on the
-    device) is forced on the CPU, since CI has no GPU."""
-    if request.param == "multi-tensor, accelerator path":
+MULTI_TENSOR_PATHS = ["multi-tensor", "multi-tensor, accelerator path"]
+
+
+def use_path(path, monkeypatch):
+    """The ``foreach`` argument for ``path``; the accelerator path (foreach kernels, step sizes
+    kept on the device) is forced on the CPU, since CI has no GPU."""
+    if path == "multi-tensor, accelerator path":
         monkeypatch.setattr(lars, "_host_scalars_are_free", lambda device: False)
-    return request.param != "single-tensor"
+    return path != "single-tensor"
+
+
+@pytest.fixture(params=["single-tensor", *MULTI_TENSOR_PATHS])
+def foreach(request, monkeypatch):
+    """Each implementation."""
+    return use_path(request.param, monkeypatch)
+
+
+@pytest.fixture(params=MULTI_TENSOR_PATHS)
+def multi_tensor(request, monkeypatch):
+    """Each multi-tensor implementation, to compare with the single-tensor one."""
+    return use_path(request.param, monkeypatch)
 
 
 OPTIONS = [
@@ -91,13 +105,13 @@ def test_float32_tracks_float64_reference():
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=str)
-def test_single_tensor_equals_multi_tensor_in_float32(foreach, options):
+def test_single_tensor_equals_multi_tensor_in_float32(multi_tensor, options):
     weights, grads, lrs = random_problem(zero_first=True)
     weights = [w.float() for w in weights]
     grads = [[g.float() for g in gs] for gs in grads]
     hyper = {"weight_decay": 5e-3, "trust_coef": 0.1, **options}
     single, _ = run_lars(weights, grads, lrs, foreach=False, **hyper)
-    other, _ = run_lars(weights, grads, lrs, foreach=foreach, **hyper)
+    other, _ = run_lars(weights, grads, lrs, foreach=multi_tensor, **hyper)
     for a, b in zip(single, other):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # float32, operations reordered
 

@@ -2,15 +2,16 @@
 
 import math
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, kill_when, make_image_folder, run_script
+from tests.conftest import ROOT, kill_when, make_image_folder, run_main, run_script
 from config import load_config
 from data import CACHE_NAME
 from sweep import SWEEP_LOCK
@@ -165,15 +166,16 @@ BAD_INPUT = [
 
 
 @pytest.mark.parametrize("overrides, words", BAD_INPUT, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(folder, tmp_path, overrides, words):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(folder, tmp_path, overrides, words, capsys):
     (tmp_path / "a_file").write_text("")
     checkpoint_dir = tmp_path / "checkpoints"
     before = sorted(os.listdir(folder))
     fill = {"empty": tmp_path / "empty", "file": tmp_path / "a_file"}
     overrides = [o.format(**fill) for o in overrides]
-    result = run_script("train.py", *train_args(folder, checkpoint_dir, "--num_epochs=2"), *overrides)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().count("\n") == 0 and words in result.stderr, result.stderr
+    status, _, stderr = run_main("train.py", *train_args(folder, checkpoint_dir, "--num_epochs=2"), *overrides,
+                                 capsys=capsys)
+    assert status == 2, stderr
+    assert stderr.strip().count("\n") == 0 and words in stderr, stderr
     assert not checkpoint_dir.exists() and not (tmp_path / "empty").exists()
     assert sorted(os.listdir(folder)) == before
 
@@ -206,3 +208,52 @@ def test_what_runs_write_inside_the_repository_is_git_ignored():
     assert sorted(result.stdout.split()) == sorted(written), result.stderr
     kept = os.path.join(cfg.RESULTS_DIR, "cpu_sweep", "results.json")
     assert subprocess.run(["git", "check-ignore", "-q", kept], cwd=ROOT).returncode == 1
+
+
+def test_no_test_reaches_the_network_in_process_or_in_the_scripts_it_starts(tmp_path):
+    from tests.conftest import network_guard
+
+    with pytest.raises(network_guard.NetworkRefused):
+        socket.getaddrinfo("example.org", 443)
+    code = "import socket\ntry:\n    socket.getaddrinfo('example.org', 443)\nexcept OSError as e:\n    print(type(e).__name__)\n"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert child.stdout.strip() == "NetworkRefused", "a script a test starts is guarded too"
+    with socket.socket() as server, socket.socket() as client:  # loopback stays open: DDP's rendezvous needs it
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        client.connect(server.getsockname())
+    empty = run_script("train.py", "--model=resnet20", f"--data_dir={tmp_path / 'empty'}",
+                       f"--checkpoint_dir={tmp_path / 'ck'}", "--num_epochs=1", "--warmup_epochs=0")
+    assert empty.returncode == 2 and "the tests reach no network" in empty.stderr, "torchvision's download was refused"
+
+
+def test_lars_and_scheduler_import_only_torch_and_the_standard_library(tmp_path):
+    import ast
+
+    for name in ("lars.py", "scheduler.py"):
+        tree = ast.parse(open(os.path.join(ROOT, name)).read())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        top = {module.split(".")[0] for module in imported}
+        assert "torch" in top and top - {"torch"} <= sys.stdlib_module_names, (name, top)
+        shutil.copy(os.path.join(ROOT, name), tmp_path / name)
+    # As a user copies them: the two files alone in a folder import and run.
+    code = "import torch, lars, scheduler\nopt = lars.LARS([torch.nn.Parameter(torch.ones(2))], lr=0.1)\n" \
+           "scheduler.PolynomialLRDecay(opt, 10, 0.0, 2.0)\n"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_changed_setting_and_accepts_operational_ones(folder, tmp_path):
+    args = train_args(folder, tmp_path / "ck", "--num_epochs=2", "--warmup_epochs=0")
+    first = run_script("train.py", *args)
+    assert first.returncode == 0
+    for changed, value in (("--lr", "0.123"), ("--num_epochs", "3"), ("--label_smoothing", "0.1")):
+        refused = run_script("train.py", *args, "--resume=True", f"{changed}={value}")
+        assert refused.returncode == 2 and f"RESUME: {changed[2:].upper()} = " in refused.stderr, refused.stderr
+        assert "differs from the checkpoint's" in refused.stderr
+    accepted = run_script("train.py", *args, "--resume=True", "--num_threads=1", "--layer_stats_every=7",
+                          f"--data_dir={os.path.join(folder, '.')}", "--num_workers=0")
+    assert accepted.returncode == 0 and "is a complete run" in accepted.stdout, accepted.stderr

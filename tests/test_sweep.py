@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from results import markdown
+from results import markdown, plot
 from tests.conftest import ROOT, NoBatchNorm, kill_when, make_image_folder, run_script
 from train import Trainer
 from config import load_config
@@ -54,7 +54,10 @@ def test_sweep_runs_each_cell_once_and_writes_matching_tables_and_figures(folder
     assert [(c["batch_size"], c["status"]) for c in results["cells"]] == [(16, "finished"), (32, "finished")]
     for name in ("results.md", "accuracy.png", "batch_size.png"):
         assert os.path.getsize(tmp_path / "results" / "default" / name) > 0
-    assert png_width(tmp_path / "results" / "default" / "accuracy.png") < 800, "SGD cells only: one 6-inch panel"
+    both = {**results, "cells": results["cells"] + [{**c, "with_lars": True} for c in results["cells"]]}
+    plot(str(tmp_path / "both"), both)  # the same figure with a LARS panel beside
+    single, double = (png_width(tmp_path / d / "accuracy.png") for d in ("results/default", "both"))
+    assert single < 0.75 * double, "SGD cells only: one panel"
 
     text = (tmp_path / "results" / "default" / "results.md").read_text()
     assert text == markdown(results)

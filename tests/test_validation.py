@@ -2,13 +2,10 @@
 recipe of a SWEEP_RECIPES sweep are picked on validation top-1, and reported on the test set."""
 
 import json
-import math
-import os
 
 import pytest
 import torch
 
-from config import load_config
 from data import Batches, DataError, channel_stats, hold_out_validation, load_cifar10, subset, training_data
 from results import best_grid_run, markdown, steps_at_best_lr, steps_cell
 from tests.conftest import make_image_folder, run_script

@@ -1,0 +1,46 @@
+"""benchmarks/gpu_check.py in its CPU dry run: every part runs and lands in the report, so the
+check is ready for the few minutes a GPU is lent."""
+
+import json
+import tarfile
+
+import pytest
+
+from tests.conftest import make_image_folder, run_script
+
+
+@pytest.mark.slow
+def test_the_gpu_check_dry_run_measures_every_part_and_writes_its_report(tmp_path):
+    folder = make_image_folder(tmp_path / "cifar10", per_class_train=32, per_class_test=4)
+    archive = tmp_path / "cifar10-jpg.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar10")
+    out = tmp_path / "out"
+    result = run_script("benchmarks/gpu_check.py", f"--archive={archive}", f"--out={out}", "--dry-run", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    raw = json.loads((out / "raw.json").read_text())
+    assert raw["errors"] == {} and set(raw["seconds"]) == {"machine", "data", "tests", "optimizer", "training"}
+    assert raw["data"].endswith("cifar10") and raw["data"] != str(folder), "unpacked from the archive"
+    assert raw["tests"]["exit_status"] == 0 and "skipped" in raw["tests"]["summary"], "the CUDA tests skip on a CPU"
+    steps = raw["optimizer"]
+    assert {"LARS multi-tensor (default)", "LARS single-tensor", "SGD foreach"} <= set(steps["ms"])
+    assert set(steps["ms"]) | set(steps["unavailable"]) == {"LARS multi-tensor (default)", "LARS single-tensor",
+                                                            "SGD foreach", "SGD fused", "timm Lars"}
+    assert steps["tensors"] == 161, "torchvision ResNet-50's parameters"
+    rows = raw["training"]
+    assert [(r["batch_size"], r["optimizer"]) for r in rows] == [(32, "SGD"), (32, "LARS"), (64, "SGD"), (64, "LARS")]
+    assert all(len(r["epoch_seconds"]) == 2 and r["images_per_second"] > 0 for r in rows)
+    assert all((r["lars_over_sgd"] is None) == (r["optimizer"] == "SGD") for r in rows)
+    report = (out / "report.md").read_text()
+    for heading in ("## Tests", "## optimizer.step()", "## Training: configs/attempt2.py"):
+        assert heading in report
+    assert result.stdout.rstrip().endswith(report.rstrip().splitlines()[-1])
+
+
+def test_without_cuda_the_real_check_refuses_in_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run_script("benchmarks/gpu_check.py", f"--data_dir={tmp_path}", f"--out={tmp_path / 'out'}")
+    assert result.returncode == 2 and "no CUDA device" in result.stderr and "--dry-run" in result.stderr
