@@ -15,8 +15,6 @@ from tests.conftest import ROOT, NoBatchNorm, make_image_folder, run_script, wai
 from train import Trainer
 from utils import Process, load_checkpoint
 
-pytestmark = pytest.mark.slow
-
 # One thread per process in both runs: kernels then sum in the same order, and the runs agree to
 # the last bit here (with 2 threads in the single process they drift apart by 1e-3 in 6 steps).
 # A validation split too: each process holds it out on its own, so a split that differed between
@@ -42,6 +40,7 @@ def ddp_run(folder, tmp_path_factory):
     return checkpoint_dir, ddp
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(folder, tmp_path, ddp_run):
     # Two ranks of 16 images each compute batch-norm statistics over 16 images, exactly as one
     # process does with MICRO_BATCH_SIZE=16; the gradients are then the same global mean.
@@ -65,6 +64,7 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(folder,
         assert torch.equal(distributed["model"][name], tensor), name  # to the last bit, as the README says
 
 
+@pytest.mark.slow
 def test_a_killed_distributed_run_resumes_to_the_same_result(folder, tmp_path, ddp_run):
     args = [*RUN, f"--data_dir={folder}", f"--checkpoint_dir={tmp_path}"]
     launcher = subprocess.Popen([*TORCHRUN, *args, "--device=cpu"], cwd=ROOT, start_new_session=True,
