@@ -245,8 +245,8 @@ def _grid_tables(results, machines):
         for with_lars in (False, True):
             runs = grouped.get((batch, recipe, with_lars), [])
             best, same_lr = best_of_grid(runs)
-            if best is None:
-                row += " | - | |" + (" |" if validation else "")
+            if best is None:  # peak LR, (validation,) test top-1, time
+                row += "".join(f" {cell} |" for cell in ["", *["-"] * (1 + validation), ""])
                 continue
             seconds = statistics.mean(c["time_to_train"] for c in same_lr)
             edge = " (edge of grid)" if at_grid_edge(best, runs) else ""

@@ -163,3 +163,45 @@ def test_a_recipe_sweep_runs_every_recipe_and_chooses_on_validation(tmp_path):
     assert lines[-2].startswith(f"validation top-1 accuracy: {last['val_acc']:.2f}% (12 training images held out)")
     assert lines[-1] == f"top-1 accuracy: {last['test_acc']:.2f}%"
     assert "val top-1 %" in shown.stdout
+
+
+def table_shapes(text):
+    """[(header cells, [cells of each row])] of every markdown table in ``text``."""
+    tables, current = [], None
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = line.count("|") - 1
+            if current is None:
+                current = (cells, [])
+            elif not line.startswith("|---"):
+                current[1].append(cells)
+        elif current is not None:
+            tables.append(current)
+            current = None
+    return tables
+
+
+@pytest.mark.parametrize("folder", ["results/study", "results/cpu_sweep", "results/recipe"])
+def test_every_table_row_has_its_headers_cells_also_for_runs_not_yet_done(folder):
+    from tests.conftest import ROOT
+
+    results = json.loads(open(f"{ROOT}/{folder}/results.json").read())
+    partial = {**results, "cells": [{**c, "status": "not run", "history": []} if i % 2 else c
+                                    for i, c in enumerate(results["cells"])]}
+    for text in (markdown(results), markdown(partial)):
+        tables = table_shapes(text)
+        assert tables
+        for header, rows in tables:
+            assert all(cells == header for cells in rows), (folder, header, rows)
+
+
+def test_a_cell_not_yet_run_shows_a_dash_in_every_accuracy_column():
+    run = fake_run(0.2, 70.0, 75.0)
+    results = {"preset": "p", "command": "c", "grid": True, "reference": None,
+               "cells": [run, {**run, "with_lars": True, "status": "not run", "history": []}]}
+    lines = markdown(results).splitlines()
+    header = next(line for line in lines if line.startswith("| Batch | SGD: peak LR"))
+    row = next(line for line in lines if line.startswith("| 16 |"))
+    for name, cell in zip(header.strip("|").split("|"), row.strip("|").split("|")):
+        if name.strip().startswith("LARS") and ("%" in name):
+            assert cell.strip() == "-", (name, cell)
