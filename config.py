@@ -22,8 +22,9 @@ import hyperparams
 # Settings that change how a run is executed or reported but not what it computes: a resumed
 # run, or a sweep's recorded run, may differ in these and still be the same run.
 OPERATIONAL_SETTINGS = {"RESUME", "DATA_DIR", "CHECKPOINT_DIR", "NUM_WORKERS", "NUM_THREADS", "DEVICE",
-                        "COMPILE", "DETERMINISTIC", "LAYER_STATS_EVERY", "SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS", "SWEEP_PEAK_LRS",
-                        "SWEEP_EXTRA_SEEDS", "SWEEP_RECIPES", "SWEEP_REFERENCE", "RESULTS_DIR"}
+                        "COMPILE", "DETERMINISTIC", "LAYER_STATS_EVERY", "SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS",
+                        "SWEEP_PEAK_LRS", "SWEEP_EXTRA_SEEDS", "SWEEP_RECIPES", "SWEEP_TARGETS", "SWEEP_REFERENCE",
+                        "RESULTS_DIR"}
 
 
 class ConfigError(ValueError):

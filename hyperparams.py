@@ -68,5 +68,6 @@ SWEEP_PEAK_LRS: list | None = None  # a grid: one run per peak LR (LR * WARMUP_M
 SWEEP_EXTRA_SEEDS: list = []  # then re-run the best peak LR of each (batch, optimizer) with these seeds
 SWEEP_RECIPES: list | None = None  # recipe variants: each cell runs once per name, with RECIPE set to it
 RECIPE = ""  # the variant's name in a SWEEP_RECIPES sweep; a preset reads it to change the settings
+SWEEP_TARGETS = [50, 70, 80]  # test top-1 % targets of a grid's steps-to-target table and figure
 SWEEP_REFERENCE: str | None = None  # a sweep's results folder whose cells the tables show for reference
 RESULTS_DIR = "results"  # sweep.py writes RESULTS_DIR/<preset>/results.{json,md} and figures

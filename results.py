@@ -15,7 +15,7 @@ from diagnostics import plot_layers, thinned
 from utils import CheckpointError, format_accuracy, format_duration, load_checkpoint, write_atomically
 
 DONE = ("finished", "diverged")
-TARGETS = (50, 70, 80)  # test top-1 %, for the steps-to-target table
+TARGETS = (50, 70, 80)  # test top-1 %, for the steps-to-target table of a sweep that names none
 
 
 def cell_summary(path, num_epochs):
@@ -119,15 +119,30 @@ def lr_x_tc(cell):
     return cell["peak_lr"] * cell["trust_coef"]
 
 
+def targets(results):
+    """The test top-1 targets of the steps-to-target table: the sweep's SWEEP_TARGETS."""
+    return tuple(results.get("targets") or TARGETS)
+
+
 def reference_cells(results):
-    """{(batch size, with LARS): top-1} of the reference sweep, or {} without one."""
+    """{(batch size, with LARS): top-1} of the reference sweep, or {} without one. A grid
+    reference gives its best-of-grid mean over seeds; one with recipes, its chosen recipe's."""
     if not results.get("reference"):
         return {}
     try:
-        cells = read_results(results["reference"])["cells"]
+        reference = read_results(results["reference"])
     except CheckpointError:
         return {}
-    return {(c["batch_size"], c["with_lars"]): c["final_top1"] for c in cells if c["status"] in DONE}
+    if not reference.get("grid"):
+        return {(c["batch_size"], c["with_lars"]): c["final_top1"] for c in reference["cells"] if c["status"] in DONE}
+    chosen = {}
+    for (batch, _, with_lars), runs in groups(reference).items():
+        best, same_lr = best_of_grid(runs)
+        if best is not None:
+            score = statistics.mean(selection_top1(c) for c in same_lr)
+            if (batch, with_lars) not in chosen or score > chosen[batch, with_lars][0]:
+                chosen[batch, with_lars] = (score, statistics.mean(c["final_top1"] for c in same_lr))
+    return {key: top1 for key, (_, top1) in chosen.items()}
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -271,23 +286,24 @@ def _grid_tables(results, machines):
             lines.append(f"| {batch} |" + (f" {recipe} |" if with_recipes else "") +
                          f" {'LARS' if with_lars else 'SGD'} | {_lr_label(cell)} | {cell['seed']} |{val} "
                          f"{_accuracy(cell)} | {time} |")
-    targets = " | ".join(f"{t} %" for t in TARGETS)
+    goals = targets(results)
+    goal_columns = " | ".join(f"{t} %" for t in goals)
     lines += ["", "## Steps to target", "",
               "Optimizer steps until the test top-1 first reached each target, for the best peak LR of each "
               "cell (above): the mean over its seeds, and '(k of n)' where only k of its n seeds reached "
               "it; '-': none did; blank: no run done yet. Read at the end of each epoch, so a value is "
               "known to within one epoch's steps (Steps/epoch), and under a fixed-length schedule the later "
               "targets follow the LR decay. Perfect scaling halves the steps when the batch doubles.", "",
-              f"| Batch |{recipe_column} Steps/epoch | SGD: {targets} | LARS: {targets} |",
-              "|---|" + "---|" * (1 + with_recipes + 2 * len(TARGETS))]
+              f"| Batch |{recipe_column} Steps/epoch | SGD: {goal_columns} | LARS: {goal_columns} |",
+              "|---|" + "---|" * (1 + with_recipes + 2 * len(goals))]
     for batch, recipe in rows:
         row = f"| {batch} |" + (f" {recipe} |" if with_recipes else "")
         per_epoch = {c.get("steps_per_epoch") for lars in (False, True)
                      for c in grouped.get((batch, recipe, lars), []) if c.get("steps_per_epoch")}
         row += f" {', '.join(map(str, sorted(per_epoch)))} |"
         for with_lars in (False, True):
-            steps = steps_at_best_lr(grouped.get((batch, recipe, with_lars), []))
-            row += "".join(f" {steps_cell(steps, t)} |" for t in TARGETS)
+            steps = steps_at_best_lr(grouped.get((batch, recipe, with_lars), []), goals)
+            row += "".join(f" {steps_cell(steps, t)} |" for t in goals)
         lines.append(row)
     return lines + [""]
 
@@ -333,20 +349,20 @@ def steps_cell(steps, target):
     return mean if len(reached) == n else f"{mean} ({len(reached)} of {n})"
 
 
-def steps_at_best_lr(runs):
+def steps_at_best_lr(runs, goals=TARGETS):
     """{target: steps each run at the best peak LR (every seed) took to reach it, for those that
     did; "runs": how many runs that is}; {} before the grid has a best."""
     best, same_lr = best_of_grid(runs)
     if best is None:
         return {}
     steps = {target: [s for s in (steps_to_target(c, target) for c in same_lr) if s is not None]
-             for target in TARGETS}
+             for target in goals}
     return {**steps, "runs": len(same_lr)}
 
 
 def mean_steps(runs, target):
     """The mean steps to ``target`` over every seed at the best LR, or None unless all reached it."""
-    steps = steps_at_best_lr(runs)
+    steps = steps_at_best_lr(runs, (target,))
     reached = steps.get(target)
     return statistics.mean(reached) if reached and len(reached) == steps["runs"] else None
 
@@ -432,8 +448,9 @@ def plot_grid(results_dir, results):
     """lr_grid.png: final top-1 against peak LR (LARS: lr x tc), one curve per batch size (and
     recipe), SGD and LARS panels, diverged runs as crosses at their last accuracy;
     batch_size.png: best top-1 (mean and sd over seeds) against batch size, with the reference
-    sweep's cells; steps.png: steps to 50 % and 70 % against batch size (mean over the best LR's
-    seeds, where all reached it), log-log, with the perfect-scaling line; accuracy.png: test
+    sweep's cells; steps.png: steps to the first two targets (50 % and 70 % unless SWEEP_TARGETS
+    says otherwise) against batch size (mean over the best LR's seeds, where all reached it),
+    log-log, with the perfect-scaling line; accuracy.png: test
     accuracy per epoch of each cell's best run."""
     plt = _pyplot()
     grouped = groups(results)
@@ -486,7 +503,7 @@ def plot_grid(results_dir, results):
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for with_lars, name in ((False, "SGD"), (True, "LARS")):
         for recipe in recipes:
-            for target, style in ((50, "o-"), (70, "s-")):
+            for target, style in zip(targets(results)[:2], ("o-", "s-")):
                 points = [(b, mean_steps(grouped.get((b, recipe, with_lars), []), target)) for b in batch_sizes]
                 points = [(b, s) for b, s in points if s is not None]
                 if points:
@@ -517,8 +534,8 @@ def plot_layer_figures(results_dir, results):
         run = best_grid_run(runs) if results.get("grid") else runs[0]
         if run is not None and run.get("layer_stats"):
             name = "lars" if with_lars else "sgd"
-            plot_layers(run["layer_stats"], os.path.join(results_dir, f"layers_{batch}{'_' + recipe if recipe else ''}_{name}.png"),
-                        f"{row_label(batch, recipe)}, {name.upper()}")
+            figure = f"layers_{batch}{'_' + recipe if recipe else ''}_{name}.png"
+            plot_layers(run["layer_stats"], os.path.join(results_dir, figure), f"{row_label(batch, recipe)}, {name.upper()}")
 
 
 def _save(fig, path):

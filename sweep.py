@@ -23,7 +23,8 @@ Resumable: a finished or diverged run is not run again (also when only the commi
 results.json records it, with the same settings), an interrupted one resumes from its
 checkpoint. After every run, RESULTS_DIR/<preset>/ gets results.json, results.md and figures.
 Exit status: 0 when every run has finished or diverged, 1 if a run failed otherwise, 2 for
-bad settings or a sweep already running in RESULTS_DIR/<preset>/, 130 after Ctrl-C.
+bad settings or a sweep already running in RESULTS_DIR/<preset>/, 130 after Ctrl-C, 143 after
+SIGTERM.
 """
 
 import sys
@@ -75,8 +76,10 @@ def preset_name(argv):
 def validate_sweep(cfg):
     """The cell lists: each cell is checked as a train.py run, but an empty or repeated list
     would pass that silently."""
-    for name in ("SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS"):
+    for name in ("SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS", "SWEEP_TARGETS"):
         _require_unique_list(name, getattr(cfg, name))
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 100 for t in cfg.SWEEP_TARGETS):
+        raise ConfigError(f"SWEEP_TARGETS = {cfg.SWEEP_TARGETS!r} is not allowed: must be percentages in (0, 100]")
 
 
 def _require_unique_list(name, values, allow_empty=False):
@@ -244,7 +247,7 @@ def main(argv):
         fail(e, EXIT_BAD_INPUT)
     header = {"preset": preset, "command": shlex.join(["python", "sweep.py", *argv]),
               "grid": any(cell[3].SWEEP_PEAK_LRS is not None for cell in cell_list),
-              "reference": cfg.SWEEP_REFERENCE}
+              "reference": cfg.SWEEP_REFERENCE, "targets": cfg.SWEEP_TARGETS}
     for run, summary in zip(runs, summaries):
         if summary["status"] in DONE:
             print(f"{preset}: {describe(run)}: {summary['status']}, skipped")

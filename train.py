@@ -4,8 +4,8 @@
     torchrun --nproc_per_node=N train.py [configs/FILE.py] [--name=value ...]
 
 Exit status: 0 done, 2 bad input (nothing written), 3 diverged (checkpoint records it),
-130 interrupted by Ctrl-C (the checkpoint keeps the last finished epoch; the message says how
-to continue).
+130 interrupted by Ctrl-C, 143 by SIGTERM (the checkpoint keeps the last finished epoch; the
+message says how to continue).
 """
 
 import sys
@@ -151,7 +151,9 @@ class Trainer:
             loss, seconds = self.train_epoch(progress)
             previous_time = self.history[-1]["time"] if self.history else 0.0
             if not math.isfinite(loss):
-                unmeasured = {"test_acc": math.nan, **({"val_acc": math.nan} if self.batches.validation is not None else {})}
+                unmeasured = {"test_acc": math.nan}
+                if self.batches.validation is not None:
+                    unmeasured["val_acc"] = math.nan
                 self.history.append({"epoch": self.epoch + 1, **unmeasured,
                                      "train_loss": math.nan, "time": previous_time + seconds})
                 return False

@@ -176,7 +176,8 @@ def report(raw):
     m = raw.get("machine", {})
     lines = ["# GPU check", "", f"Command: `{raw['command']}`, {raw['date']}", "",
              f"Machine: {m.get('gpu', 'no GPU (dry run)')}"
-             + (f", {m['gpu_memory_gib']} GiB, {m['gpus']} GPU(s), CUDA {m['cuda']}, cuDNN {m['cudnn']}" if "gpu" in m else "")
+             + (f", {m['gpu_memory_gib']} GiB, {m['gpus']} GPU(s), CUDA {m['cuda']}, cuDNN {m['cudnn']}"
+                if "gpu" in m else "")
              + f"; {m.get('cpu_cores')} CPU cores; Python {m.get('python')}, torch {m.get('torch')}, "
                f"timm {m.get('timm') or 'not installed'}.", ""]
     if "tests" in raw:
@@ -193,7 +194,8 @@ def report(raw):
     if "training" in raw:
         lines += ["## Training: configs/attempt2.py, AMP float16", "",
                   "Epoch 1 pays for cuDNN's autotuning; images/s and the ratio are epoch 2's.", "",
-                  "| batch | optimizer | model | steps/epoch | epoch 1, s | epoch 2, s | images/s | LARS / SGD | peak GPU memory, GiB |",
+                  "| batch | optimizer | model | steps/epoch | epoch 1, s | epoch 2, s | images/s | LARS / SGD "
+                  "| peak GPU memory, GiB |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in raw["training"]:
             first, last = r["epoch_seconds"][0], r["epoch_seconds"][-1]

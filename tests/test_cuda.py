@@ -64,7 +64,8 @@ def test_float16_with_grad_scaler_steps_on_unscaled_gradients_and_skips_inf(fore
     scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 12)
     g = torch.Generator(device="cuda").manual_seed(1)
     for _ in range(3):
-        x, y = torch.randn(16, 3, 8, 8, device="cuda", generator=g), torch.randint(0, 10, (16,), device="cuda", generator=g)
+        x = torch.randn(16, 3, 8, 8, device="cuda", generator=g)
+        y = torch.randint(0, 10, (16,), device="cuda", generator=g)
         with torch.autocast("cuda", torch.float16):
             loss_plain, loss_scaled = F.cross_entropy(plain(x), y), F.cross_entropy(scaled(x), y)
         loss_plain.backward()

@@ -61,7 +61,8 @@ def test_a_finished_run_resumed_says_it_is_complete(folder, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, status, word", [(signal.SIGINT, 130, "interrupted"),
-                                               (signal.SIGTERM, 143, "terminated (SIGTERM)")], ids=["ctrl-c", "sigterm"])
+                                               (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+                         ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_keeps_the_checkpoint_and_says_how_to_continue(folder, tmp_path, sig, status, word):
     # SIGTERM is what a cluster scheduler sends before it kills a preempted job.
     args = train_args(folder, tmp_path, "--num_epochs=30")

@@ -215,7 +215,8 @@ def test_no_test_reaches_the_network_in_process_or_in_the_scripts_it_starts(tmp_
 
     with pytest.raises(network_guard.NetworkRefused):
         socket.getaddrinfo("example.org", 443)
-    code = "import socket\ntry:\n    socket.getaddrinfo('example.org', 443)\nexcept OSError as e:\n    print(type(e).__name__)\n"
+    code = ("import socket\ntry:\n    socket.getaddrinfo('example.org', 443)\n"
+            "except OSError as e:\n    print(type(e).__name__)\n")
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert child.stdout.strip() == "NetworkRefused", "a script a test starts is guarded too"
     with socket.socket() as server, socket.socket() as client:  # loopback stays open: DDP's rendezvous needs it

@@ -205,3 +205,29 @@ def test_a_cell_not_yet_run_shows_a_dash_in_every_accuracy_column():
     for name, cell in zip(header.strip("|").split("|"), row.strip("|").split("|")):
         if name.strip().startswith("LARS") and ("%" in name):
             assert cell.strip() == "-", (name, cell)
+
+
+def test_a_grid_reference_shows_its_best_of_grid_mean_not_one_of_its_runs(monkeypatch):
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    study = json.loads(open("results/study/results.json").read())
+    lars_8192 = [c for c in study["cells"] if (c["batch_size"], c["with_lars"], c["peak_lr"]) == (8192, True, 1.0)]
+    assert len(lars_8192) == 3
+    results = {"preset": "p", "command": "c", "grid": True, "reference": "results/study",
+               "cells": [{**fake_run(0.2, 70.0, 75.0), "batch_size": 8192, "with_lars": True}]}
+    row = next(line for line in markdown(results).splitlines() if line.startswith("| 8192 |"))
+    mean = sum(c["final_top1"] for c in lars_8192) / 3
+    assert row.rstrip().endswith(f"| 48.97 | {mean:.2f} |"), row
+
+
+def test_the_steps_table_follows_sweep_targets(capsys):
+    from tests.conftest import run_main
+
+    run = fake_run(0.2, 90.0, 90.0, steps=(75.0, 91.0))
+    text = markdown({"preset": "p", "command": "c", "grid": True, "reference": None, "targets": [70, 90],
+                     "cells": [run]})
+    assert "| Batch | Steps/epoch | SGD: 70 % | 90 % | LARS: 70 % | 90 % |" in text
+    assert "| 16 | 10 | 10 | 20 |  |  |" in text
+    status, _, stderr = run_main("sweep.py", "--sweep_targets=[0, 90]", capsys=capsys)
+    assert status == 2 and "SWEEP_TARGETS = [0, 90] is not allowed" in stderr
