@@ -1,5 +1,6 @@
-"""benchmarks/gpu_check.py in its CPU dry run: every part runs and lands in the report, so the
-check is ready for the few minutes a GPU is lent."""
+"""Benchmarks kept from rotting: benchmarks/gpu_check.py in its CPU dry run (every part runs and
+lands in the report, so the check is ready for the few minutes a GPU is lent), and
+benchmarks/evaluation_cost.py on a tiny folder."""
 
 import json
 import tarfile
@@ -44,3 +45,15 @@ def test_without_cuda_the_real_check_refuses_in_one_line(tmp_path):
         pytest.skip("this machine has CUDA")
     result = run_script("benchmarks/gpu_check.py", f"--data_dir={tmp_path}", f"--out={tmp_path / 'out'}")
     assert result.returncode == 2 and "no CUDA device" in result.stderr and "--dry-run" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_evaluation_cost_benchmark_times_every_part_side_by_side(tmp_path):
+    folder = make_image_folder(tmp_path / "data", per_class_train=32, per_class_test=4)
+    result = run_script("benchmarks/evaluation_cost.py", f"--data_dir={folder}", "--model=resnet20", "--batch_size=16",
+                        "--validation_size=12", "--precise_bn=2", "--micro_batch_size=8", "--steps=2", "--rounds=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "84 training, 12 validation, 12 test images; PRECISE_BN = 2" in result.stdout
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| 16 |")]
+    cells = [float(c) for c in row.strip("|").split("|")]
+    assert cells[1] == 84 // 16 and all(c > 0 for c in cells[2:]), row

@@ -1,0 +1,83 @@
+"""What each epoch's evaluation costs against its training, side by side in one run.
+
+    python benchmarks/evaluation_cost.py --data_dir=PATH_TO/cifar10 [configs/FILE.py ...] [--name=value ...]
+                                         [--rounds=N] [--steps=N]
+
+After every epoch train.py recomputes the BN statistics (PRECISE_BN micro-batches), then
+evaluates the validation split (VALIDATION_SIZE images) and the test set. For the run the
+settings describe (without config files: the protocol of the 200-epoch study, configs/cpu_sweep.py
+and configs/large_batch.py with VALIDATION_SIZE = 5000), at batch 128 and 8192 unless
+--batch_size names one, train.py's Trainer times in --rounds interleaved rounds (medians):
+--steps training steps, scaled to a whole epoch, then each part of the evaluation. Prints seconds
+per epoch for each and the evaluation's share of an epoch, which is its share of the whole run.
+"""
+
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from config import load_config  # noqa: E402
+from data import subset, training_data  # noqa: E402
+from train import Trainer, test_accuracy  # noqa: E402
+from utils import Process, set_threads  # noqa: E402
+
+STUDY = [os.path.join(ROOT, "configs", "cpu_sweep.py"), os.path.join(ROOT, "configs", "large_batch.py"),
+         "--validation_size=5000"]
+BATCH_SIZES = (128, 8192)
+
+
+def seconds(work):
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def measure(trainer, steps, rounds):
+    """Median seconds per epoch of training and of each part of the evaluation."""
+    batches = trainer.batches
+    parts = {"training epoch": [], "precise BN": [], "validation": [], "test": []}
+    for r in range(rounds):
+        data = list(zip(range(steps), batches.train_epoch(r, trainer.cfg.SEED, trainer.cfg.BATCH_SIZE)))
+        trainer.train_network.train()
+        parts["training epoch"].append(
+            seconds(lambda: [trainer.train_step(x, y) for _, (x, y) in data]) * trainer.steps_per_epoch / steps)
+        with torch.no_grad():
+            parts["precise BN"].append(seconds(trainer.recompute_bn_statistics) if trainer.cfg.PRECISE_BN else 0.0)
+            for name, images in (("validation", batches.validation), ("test", batches.test)):
+                parts[name].append(seconds(lambda: test_accuracy(trainer.network, images, trainer.autocast))
+                                   if images is not None else 0.0)
+    return {name: statistics.median(times) for name, times in parts.items()}
+
+
+def main(argv):
+    options = {a.split("=", 1)[0]: int(a.split("=", 1)[1]) for a in argv if a.startswith(("--rounds=", "--steps="))}
+    argv = [a for a in argv if not a.startswith(("--rounds=", "--steps="))]
+    rounds, steps = options.get("--rounds", 3), options.get("--steps", 2)
+    args = argv if any(not a.startswith("--") for a in argv) else [*STUDY, *argv]
+    cfg = load_config(args)
+    set_threads(cfg.NUM_THREADS)
+    data = training_data(cfg.DATA_DIR, cfg.NUM_WORKERS, cfg.VALIDATION_SIZE)
+    batch_sizes = [cfg.BATCH_SIZE] if any(a.startswith("--batch_size=") for a in args) else BATCH_SIZES
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
+          f"{len(data['train_labels'])} training, {len(data.get('val_labels', []))} validation, "
+          f"{len(data['test_labels'])} test images; PRECISE_BN = {cfg.PRECISE_BN}; median of {rounds} rounds, "
+          f"training from {steps} steps scaled to an epoch")
+    print("| batch | steps/epoch | training epoch, s | precise BN, s | validation, s | test, s | evaluation / training |")
+    print("|---|---|---|---|---|---|---|")
+    for batch in batch_sizes:
+        batch_cfg = load_config([*args, f"--batch_size={batch}", "--layer_stats_every=0"])
+        trainer = Trainer(batch_cfg, Process(), torch.device("cpu"), subset(data, batch_cfg.TRAIN_SUBSET))
+        t = measure(trainer, min(steps, trainer.steps_per_epoch), rounds)
+        evaluation = t["precise BN"] + t["validation"] + t["test"]
+        print(f"| {batch} | {trainer.steps_per_epoch} | {t['training epoch']:.1f} | {t['precise BN']:.2f} | "
+              f"{t['validation']:.2f} | {t['test']:.2f} | {evaluation / t['training epoch']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
