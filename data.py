@@ -9,6 +9,7 @@ Two sources under DATA_DIR:
 import hashlib
 import os
 import shutil
+import signal
 from multiprocessing import Pool
 
 import numpy as np
@@ -207,11 +208,22 @@ def _write_cache(path, payload):
 def _decode_all(paths, num_workers):
     chunks = [paths[i:i + 2000] for i in range(0, len(paths), 2000)]
     if num_workers > 1:
-        with Pool(num_workers) as pool:
+        with decoding_pool(num_workers) as pool:
             arrays = pool.map(_decode_chunk, chunks)
     else:
         arrays = [_decode_chunk(c) for c in chunks]
     return torch.from_numpy(np.concatenate(arrays))
+
+
+def decoding_pool(num_workers):
+    return Pool(num_workers, initializer=_default_sigterm)
+
+
+def _default_sigterm():
+    """In a decoding worker: SIGTERM ends the process again. A worker forked from train.py
+    inherits its handler (SIGTERM stops a run like Ctrl-C), and Pool stops its workers with
+    SIGTERM: with the handler they raise where they are, and the pool can wait forever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _decode_chunk(paths):

@@ -199,3 +199,19 @@ def test_the_last_incomplete_batch_of_an_epoch_is_dropped(tiny_folder):
     assert batches.steps_per_epoch(5) == 2
     epoch = list(batches.train_epoch(0, 0, 5))
     assert [len(labels) for _, labels in epoch] == [5, 5], "every step has the full batch"
+
+
+def test_decoding_workers_end_on_sigterm_even_when_the_parent_handles_it():
+    # train.py turns SIGTERM into an exception; Pool.terminate() stops its workers with SIGTERM,
+    # so workers that inherited that handler could leave the pool waiting forever.
+    import signal
+
+    from utils import stop_on_sigterm
+
+    handler = signal.getsignal(signal.SIGTERM)
+    stop_on_sigterm()
+    try:
+        with data_module.decoding_pool(2) as pool:
+            assert pool.apply(signal.getsignal, (signal.SIGTERM,)) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, handler)
