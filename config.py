@@ -22,9 +22,9 @@ import hyperparams
 # Settings that change how a run is executed or reported but not what it computes: a resumed
 # run, or a sweep's recorded run, may differ in these and still be the same run.
 OPERATIONAL_SETTINGS = {"RESUME", "DATA_DIR", "CHECKPOINT_DIR", "NUM_WORKERS", "NUM_THREADS", "DEVICE",
-                        "COMPILE", "DETERMINISTIC", "LAYER_STATS_EVERY", "SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS",
-                        "SWEEP_PEAK_LRS", "SWEEP_EXTRA_SEEDS", "SWEEP_RECIPES", "SWEEP_TARGETS", "SWEEP_REFERENCE",
-                        "RESULTS_DIR"}
+                        "COMPILE", "DETERMINISTIC", "LAYER_STATS_EVERY", "EVAL_EVERY", "SWEEP_BATCH_SIZES",
+                        "SWEEP_WITH_LARS", "SWEEP_PEAK_LRS", "SWEEP_EXTRA_SEEDS", "SWEEP_BREADTH_FIRST",
+                        "SWEEP_RECIPES", "SWEEP_TARGETS", "SWEEP_REFERENCE", "RESULTS_DIR"}
 
 
 class ConfigError(ValueError):
@@ -231,6 +231,7 @@ def validate(cfg, world_size=1, model_names=()):
              f"None or at least the per-process batch ({per_rank})")
     for name in ("NUM_WORKERS", "NUM_THREADS", "PRECISE_BN", "LAYER_STATS_EVERY", "VALIDATION_SIZE"):
         _require(cfg, name, getattr(cfg, name) >= 0, ">= 0")
+    _require(cfg, "EVAL_EVERY", _is_int(cfg.EVAL_EVERY) and cfg.EVAL_EVERY > 0, "a positive integer")
     _require(cfg, "DIVERGENCE_LOSS", cfg.DIVERGENCE_LOSS > 0, "> 0")
     _require(cfg, "LABEL_SMOOTHING", 0 <= cfg.LABEL_SMOOTHING < 1, "in [0, 1)")
     _require(cfg, "DEVICE", cfg.DEVICE in ("auto", "cpu") or cfg.DEVICE.startswith("cuda"),

@@ -51,6 +51,7 @@ CHANNELS_LAST = True  # channels-last memory format for the model and batches
 COMPILE = False  # torch.compile the model
 DETERMINISTIC = False  # True: deterministic CUDA kernels (slower), so a resumed GPU run matches an uninterrupted one
 PRECISE_BN = 0  # training micro-batches to recompute BN statistics with before each evaluation; 0 = off
+EVAL_EVERY = 1  # evaluate after every N-th epoch, the last and a diverged one; training is the same for any N
 
 # --- run ---
 CHECKPOINT_DIR = "checkpoint"  # where withLars-<batch>.pth / noLars-<batch>.pth are written
@@ -66,6 +67,7 @@ SWEEP_BATCH_SIZES = [128, 256, 512, 1024, 2048, 4096, 8192]  # one training run 
 SWEEP_WITH_LARS = [False, True]  # ...and per optimizer
 SWEEP_PEAK_LRS: list | None = None  # a grid: one run per peak LR (LR * WARMUP_MULTIPLIER); None = the LR as set
 SWEEP_EXTRA_SEEDS: list = []  # then re-run the best peak LR of each (batch, optimizer) with these seeds
+SWEEP_BREADTH_FIRST = False  # True: every cell's first peak LR, then every cell's second, ..., then extra seeds
 SWEEP_RECIPES: list | None = None  # recipe variants: each cell runs once per name, with RECIPE set to it
 RECIPE = ""  # the variant's name in a SWEEP_RECIPES sweep; a preset reads it to change the settings
 SWEEP_TARGETS = [50, 70, 80]  # test top-1 % targets of a grid's steps-to-target table and figure

@@ -12,7 +12,7 @@ import os
 import statistics
 
 from diagnostics import plot_layers, thinned
-from utils import CheckpointError, format_accuracy, format_duration, load_checkpoint, write_atomically
+from utils import CheckpointError, evaluated, format_accuracy, format_duration, load_checkpoint, write_atomically
 
 DONE = ("finished", "diverged")
 TARGETS = (50, 70, 80)  # test top-1 %, for the steps-to-target table of a sweep that names none
@@ -25,8 +25,8 @@ def cell_summary(path, num_epochs):
     except CheckpointError:
         return {"status": "not run", "history": []}
     history = checkpoint["history"]
-    finite = [row["test_acc"] for row in history if not math.isnan(row["test_acc"])]
-    finite_val = [row["val_acc"] for row in history if not math.isnan(row.get("val_acc", math.nan))]
+    finite = [row["test_acc"] for row in evaluated(history) if not math.isnan(row["test_acc"])]
+    finite_val = [row["val_acc"] for row in evaluated(history) if not math.isnan(row.get("val_acc", math.nan))]
     if checkpoint["diverged"]:
         status = "diverged"
     else:
@@ -47,11 +47,12 @@ def cell_summary(path, num_epochs):
 # --- what the tables are made of -----------------------------------------------------------
 
 def steps_to_target(cell, target):
-    """Optimizer steps at the end of the first epoch whose test top-1 reached ``target`` %, or
-    None (not reached, or a record without steps per epoch). Resolution: one epoch."""
+    """Optimizer steps at the end of the first evaluated epoch whose test top-1 reached ``target``
+    %, or None (not reached, or a record without steps per epoch). Resolution: the evaluation
+    interval (EVAL_EVERY epochs)."""
     if not cell.get("steps_per_epoch"):
         return None
-    for row in cell["history"]:
+    for row in evaluated(cell["history"]):
         if row["test_acc"] >= target:  # False for nan
             return row["epoch"] * cell["steps_per_epoch"]
     return None
@@ -212,10 +213,17 @@ def _original_row(cell, machines):
     return f"| {batch} | {lr} | {_accuracy(cell)} | {_time(cell, machines)} |"
 
 
+def _evaluations(results):
+    """When the runs' test accuracy was read: "the end of each epoch", or of every EVAL_EVERY-th."""
+    every = sorted({c["hyperparams"].get("EVAL_EVERY", 1) for c in results["cells"] if c.get("hyperparams")}) or [1]
+    return "the end of each epoch" if every == [1] else \
+        f"the end of every {' or '.join(map(str, every))}-th epoch and of the last"
+
+
 def _accuracy(cell, key="final_top1"):
     if cell["status"] == "not run":
         return "not run"
-    accuracy = format_accuracy(cell[key]) if cell.get(key) is not None else "-"
+    accuracy = format_accuracy(cell.get(key))
     if cell["status"] == "diverged":
         accuracy += " (nan)"
     elif cell["status"] == "partial":
@@ -270,7 +278,7 @@ def _grid_tables(results, machines):
                 row += f" {_mean_over_seeds(same_lr, 'final_val_top1')} |"
             row += f" {_mean_over_seeds(same_lr, 'final_top1')} | {_time(best, machines, seconds)} |"
         if reference:
-            row += "".join(f" {format_accuracy(reference[batch, lars]) if (batch, lars) in reference else '-'} |"
+            row += "".join(f" {format_accuracy(reference.get((batch, lars)))} |"
                            for lars in (False, True))
         lines.append(row)
     if with_recipes:
@@ -291,8 +299,8 @@ def _grid_tables(results, machines):
     lines += ["", "## Steps to target", "",
               "Optimizer steps until the test top-1 first reached each target, for the best peak LR of each "
               "cell (above): the mean over its seeds, and '(k of n)' where only k of its n seeds reached "
-              "it; '-': none did; blank: no run done yet. Read at the end of each epoch, so a value is "
-              "known to within one epoch's steps (Steps/epoch), and under a fixed-length schedule the later "
+              f"it; '-': none did; blank: no run done yet. Read at {_evaluations(results)}, so a value is "
+              "known to within the steps between two readings (Steps/epoch each epoch), and under a fixed-length schedule the later "
               "targets follow the LR decay. Perfect scaling halves the steps when the batch doubles.", "",
               f"| Batch |{recipe_column} Steps/epoch | SGD: {goal_columns} | LARS: {goal_columns} |",
               "|---|" + "---|" * (1 + with_recipes + 2 * len(goals))]
@@ -398,8 +406,8 @@ def _accuracy_panels(results, cells_of, title):
     fig, axes = plt.subplots(1, len(optimizers), figsize=(6 * len(optimizers), 4.5), sharey=True, squeeze=False)
     for ax, with_lars in zip(axes[0], optimizers):
         for cell in cells_of(with_lars):
-            epochs = [row["epoch"] for row in cell["history"]]
-            ax.plot(epochs, [row["test_acc"] for row in cell["history"]], ".-",
+            rows = evaluated(cell["history"])
+            ax.plot([row["epoch"] for row in rows], [row["test_acc"] for row in rows], ".-",
                     label=row_label(cell["batch_size"], cell.get("recipe", "")))
         ax.set_title(f"{results['preset']}: {title}{'with' if with_lars else 'without'} LARS")
         ax.set_xlabel("epoch")

@@ -14,6 +14,9 @@ and for a grid --lr and --seed) with its own checkpoint under CHECKPOINT_DIR/<pr
   of the runs that did not diverge, on the validation split when VALIDATION_SIZE holds one out)
   runs again with each of these seeds, unless the best is the smallest or largest LR of a grid
   of 3 or more: then the grid needs extending first.
+- Runs go cell by cell in the order of SWEEP_BATCH_SIZES, SWEEP_WITH_LARS and the grid. With
+  SWEEP_BREADTH_FIRST = True every cell's first peak LR runs first, then every cell's second,
+  and so on, then the extra seeds: the answer takes shape before the neighbours of the grid run.
 - SWEEP_RECIPES = ["name", ...] makes each cell one per recipe variant: the cell is resolved
   again with RECIPE = "name", which the preset reads to change the settings, and its runs go to
   CHECKPOINT_DIR/<preset>/<name>/. results.md then ranks the recipes of each batch size and
@@ -60,6 +63,7 @@ class Run:
     role: str  # "grid" (one of the cell's peak LRs, or the cell's only run) or "seed" (an extra seed of the best)
     args: list
     cfg: object
+    rank: tuple = ()  # (role, position in the cell's grid or seeds, cell): the breadth-first order
 
     @property
     def summary_fields(self):
@@ -162,18 +166,30 @@ def plan(cell_list, preset, recorded):
     """Every run known so far with its summary: each cell's grid, then, once the grid is done,
     the extra seeds of its best peak LR."""
     runs, summaries = [], []
-    for cell in cell_list:
+    for index, cell in enumerate(cell_list):
         grid = grid_runs(cell, preset)
         grid_summaries = [summarise(run, recorded) for run in grid]
-        runs += grid
+        runs += ranked(grid, 0, index)
         summaries += grid_summaries
         best = best_grid_run(grid_summaries)
         done = all(s["status"] in DONE for s in grid_summaries)
         if done and best is not None and not at_grid_edge(best, grid_summaries):
             seeds = seed_runs(cell, preset, best)
-            runs += seeds
+            runs += ranked(seeds, 1, index)
             summaries += [summarise(run, recorded) for run in seeds]
     return runs, summaries
+
+
+def ranked(runs, role_order, cell_index):
+    for position, run in enumerate(runs):
+        run.rank = (role_order, position, cell_index)
+    return runs
+
+
+def next_run(pending, breadth_first):
+    """The (run, summary) to train next: the first in plan order, or with SWEEP_BREADTH_FIRST
+    the earliest of its grid (then of its seeds) across the cells."""
+    return min(pending, key=lambda item: item[0].rank) if breadth_first else pending[0]
 
 
 def summarise(run, recorded):
@@ -261,7 +277,7 @@ def main(argv):
                    if summary["status"] not in DONE and tuple(run.args) not in failed]
         if not pending:
             break
-        run, summary = pending[0]
+        run, summary = next_run(pending, cfg.SWEEP_BREADTH_FIRST)
         try:
             if not run_cell(run.args, summary["status"]):
                 failed.add(tuple(run.args))

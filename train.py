@@ -34,8 +34,8 @@ from lars import LARS
 from models import MODELS, build_model
 from scheduler import GradualWarmupScheduler, PolynomialLRDecay
 from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, NoCheckpointError, checkpoint_path,
-                   describe_machine, fail, format_duration, format_settings, hold_lock, init_distributed,
-                   interrupt_exit_status, interrupt_name, plural, refuse_if_locked, stop_on_sigterm,
+                   describe_machine, evaluated, fail, format_accuracies, format_duration, format_settings, hold_lock,
+                   init_distributed, interrupt_exit_status, interrupt_name, plural, refuse_if_locked, stop_on_sigterm,
                    load_checkpoint, load_model_state, lock_path, pick_device, process_from_env, save_checkpoint,
                    set_threads, writable_dir_problem)
 
@@ -157,16 +157,15 @@ class Trainer:
                 self.history.append({"epoch": self.epoch + 1, **unmeasured,
                                      "train_loss": math.nan, "time": previous_time + seconds})
                 return False
-            accuracies = self.evaluate()
+            self.diverged = loss > self.cfg.DIVERGENCE_LOSS
             self.epoch += 1
+            accuracies = self.evaluate() if self.evaluates_after(self.epoch) else {}
             self.history.append({"epoch": self.epoch, **accuracies, "train_loss": loss,
                                  "time": previous_time + seconds})
-            self.diverged = loss > self.cfg.DIVERGENCE_LOSS
             self.save()
             per_epoch = (time.perf_counter() - started) / (self.epoch - first_epoch)  # with evaluation
-            validation = f"val {accuracies['val_acc']:.2f}% | " if "val_acc" in accuracies else ""
-            self.log(f"epoch {self.epoch:3d}/{self.cfg.NUM_EPOCHS} | loss {loss:.4f} | {validation}"
-                     f"top-1 {accuracies['test_acc']:.2f}% | time to train {format_duration(previous_time + seconds)} | "
+            self.log(f"epoch {self.epoch:3d}/{self.cfg.NUM_EPOCHS} | loss {loss:.4f} | {format_accuracies(accuracies)}"
+                     f"time to train {format_duration(previous_time + seconds)} | "
                      f"about {format_duration(per_epoch * (self.cfg.NUM_EPOCHS - self.epoch))} left")
             if self.diverged:
                 return False
@@ -233,6 +232,12 @@ class Trainer:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return step_loss if finite else None
+
+    def evaluates_after(self, epoch):
+        """Whether ``epoch`` (counted from 1) ends with an evaluation: every EVAL_EVERY-th, the
+        last, and a diverged one. Evaluation changes no weight and draws from no generator that
+        training uses, so the interval changes only which epochs the history has accuracies for."""
+        return epoch % self.cfg.EVAL_EVERY == 0 or epoch == self.cfg.NUM_EPOCHS or self.diverged
 
     @torch.no_grad()
     def evaluate(self):
@@ -359,7 +364,7 @@ def train(cfg, process, device, data, checkpoint, argv=()):
         trainer.resume(checkpoint)
         if trainer.epoch >= cfg.NUM_EPOCHS:
             trainer.log(f"{trainer.path} is a complete run: {trainer.epoch} of {cfg.NUM_EPOCHS} epochs, "
-                        f"final top-1 {trainer.history[-1]['test_acc']:.2f}%; nothing to do")
+                        f"final top-1 {evaluated(trainer.history)[-1]['test_acc']:.2f}%; nothing to do")
             return
         trainer.log(f"resumed at epoch {trainer.epoch}")
     else:
@@ -375,7 +380,7 @@ def train(cfg, process, device, data, checkpoint, argv=()):
             mark_diverged(trainer.path, trainer.history)
         fail(f"loss became non-finite in epoch {last['epoch']}; "
              f"{trainer.path} keeps the last finite state and records the divergence", EXIT_DIVERGED)
-    last = trainer.history[-1]
+    last = evaluated(trainer.history)[-1]
     val_args = [a for a in argv if not a.lower().startswith("--resume=")]
     trainer.log(f"done: {trainer.path}, top-1 {last['test_acc']:.2f}% after {plural(last['epoch'], 'epoch')}; "
                 f"see it with: {shlex.join(['python', 'val.py', *val_args])}")

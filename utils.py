@@ -248,20 +248,33 @@ def plural(count, noun):
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def evaluated(history):
+    """The history's rows that have accuracies: with EVAL_EVERY > 1 the epochs in between have none."""
+    return [row for row in history if "test_acc" in row]
+
+
 def format_history(history):
-    """The per-epoch table; a run with a validation hold-out gets its column before the test's."""
+    """The per-epoch table; a run with a validation hold-out gets its column before the test's,
+    and an epoch without an evaluation (EVAL_EVERY) shows "-"."""
     validation = any("val_acc" in row for row in history)
     lines = ["epoch | " + ("val top-1 % | test " if validation else "") + "top-1 % | train loss | time to train",
              "----- | " + ("----------- | -----" if validation else "") + "------- | ---------- | -------------"]
     for row in history:
-        val = f"{format_accuracy(row['val_acc']):>11} | " if validation else ""
-        lines.append(f"{row['epoch']:5d} | {val}{format_accuracy(row['test_acc']):>{12 if validation else 7}} | "
+        val = f"{format_accuracy(row.get('val_acc')):>11} | " if validation else ""
+        lines.append(f"{row['epoch']:5d} | {val}{format_accuracy(row.get('test_acc')):>{12 if validation else 7}} | "
                      f"{row['train_loss']:10.4f} | {format_duration(row['time'])}")
     return "\n".join(lines)
 
 
 def format_accuracy(accuracy):
-    return "nan" if math.isnan(accuracy) else f"{accuracy:.2f}"
+    """Two decimals; "nan" for a diverged epoch, "-" for one that was not evaluated (None)."""
+    return "-" if accuracy is None else "nan" if math.isnan(accuracy) else f"{accuracy:.2f}"
+
+
+def format_accuracies(accuracies):
+    """An epoch's accuracies for its log line ("" when it was not evaluated)."""
+    validation = f"val {accuracies['val_acc']:.2f}% | " if "val_acc" in accuracies else ""
+    return f"{validation}top-1 {accuracies['test_acc']:.2f}% | " if "test_acc" in accuracies else ""
 
 
 def format_duration(seconds):

@@ -3,13 +3,14 @@
     python benchmarks/evaluation_cost.py --data_dir=PATH_TO/cifar10 [configs/FILE.py ...] [--name=value ...]
                                          [--rounds=N] [--steps=N]
 
-After every epoch train.py recomputes the BN statistics (PRECISE_BN micro-batches), then
-evaluates the validation split (VALIDATION_SIZE images) and the test set. For the run the
-settings describe (without config files: the protocol of the 200-epoch study, configs/cpu_sweep.py
-and configs/large_batch.py with VALIDATION_SIZE = 5000), at batch 128 and 8192 unless
---batch_size names one, train.py's Trainer times in --rounds interleaved rounds (medians):
---steps training steps, scaled to a whole epoch, then each part of the evaluation. Prints seconds
-per epoch for each and the evaluation's share of an epoch, which is its share of the whole run.
+After every EVAL_EVERY-th epoch and the last, train.py recomputes the BN statistics (PRECISE_BN
+micro-batches), then evaluates the validation split (VALIDATION_SIZE images) and the test set.
+For the run the settings describe (without config files: the 200-epoch study's, the files of
+STUDY), at batch 128 and 8192 unless --batch_size names one, train.py's Trainer times in
+--rounds interleaved rounds (medians): --steps training steps, scaled to a whole epoch, then each
+part of the evaluation, after one untimed round of the same (allocations, and compilation with
+--compile=True). Prints seconds per epoch for each, one evaluation's share of an epoch's
+training, and the evaluations' share of the whole run's training (NUM_EPOCHS, EVAL_EVERY).
 """
 
 import os
@@ -27,8 +28,7 @@ from data import subset, training_data  # noqa: E402
 from train import Trainer, test_accuracy  # noqa: E402
 from utils import Process, set_threads  # noqa: E402
 
-STUDY = [os.path.join(ROOT, "configs", "cpu_sweep.py"), os.path.join(ROOT, "configs", "large_batch.py"),
-         "--validation_size=5000"]
+STUDY = [os.path.join(ROOT, "configs", name) for name in ("cpu_sweep.py", "large_batch.py", "recipe.py", "study200.py")]
 BATCH_SIZES = (128, 8192)
 
 
@@ -42,8 +42,8 @@ def measure(trainer, steps, rounds):
     """Median seconds per epoch of training and of each part of the evaluation."""
     batches = trainer.batches
     parts = {"training epoch": [], "precise BN": [], "validation": [], "test": []}
-    for r in range(rounds):
-        data = list(zip(range(steps), batches.train_epoch(r, trainer.cfg.SEED, trainer.cfg.BATCH_SIZE)))
+    for r in range(-1, rounds):  # round -1 is a warm-up (allocations; compilation with COMPILE = True)
+        data = list(zip(range(steps), batches.train_epoch(r + 1, trainer.cfg.SEED, trainer.cfg.BATCH_SIZE)))
         trainer.train_network.train()
         parts["training epoch"].append(
             seconds(lambda: [trainer.train_step(x, y) for _, (x, y) in data]) * trainer.steps_per_epoch / steps)
@@ -52,7 +52,7 @@ def measure(trainer, steps, rounds):
             for name, images in (("validation", batches.validation), ("test", batches.test)):
                 parts[name].append(seconds(lambda: test_accuracy(trainer.network, images, trainer.autocast))
                                    if images is not None else 0.0)
-    return {name: statistics.median(times) for name, times in parts.items()}
+    return {name: statistics.median(times[1:]) for name, times in parts.items()}
 
 
 def main(argv):
@@ -68,15 +68,18 @@ def main(argv):
           f"{len(data['train_labels'])} training, {len(data.get('val_labels', []))} validation, "
           f"{len(data['test_labels'])} test images; PRECISE_BN = {cfg.PRECISE_BN}; median of {rounds} rounds, "
           f"training from {steps} steps scaled to an epoch")
-    print("| batch | steps/epoch | training epoch, s | precise BN, s | validation, s | test, s | evaluation / training |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| batch | steps/epoch | training epoch, s | precise BN, s | validation, s | test, s | evaluation / epoch | "
+          f"evaluations / run ({cfg.NUM_EPOCHS} epochs, EVAL_EVERY = {cfg.EVAL_EVERY}) |")
+    print("|---|---|---|---|---|---|---|---|")
     for batch in batch_sizes:
         batch_cfg = load_config([*args, f"--batch_size={batch}", "--layer_stats_every=0"])
         trainer = Trainer(batch_cfg, Process(), torch.device("cpu"), subset(data, batch_cfg.TRAIN_SUBSET))
         t = measure(trainer, min(steps, trainer.steps_per_epoch), rounds)
         evaluation = t["precise BN"] + t["validation"] + t["test"]
+        evaluations = sum(trainer.evaluates_after(epoch) for epoch in range(1, batch_cfg.NUM_EPOCHS + 1))
         print(f"| {batch} | {trainer.steps_per_epoch} | {t['training epoch']:.1f} | {t['precise BN']:.2f} | "
-              f"{t['validation']:.2f} | {t['test']:.2f} | {evaluation / t['training epoch']:.3f} |", flush=True)
+              f"{t['validation']:.2f} | {t['test']:.2f} | {evaluation / t['training epoch']:.3f} | "
+              f"{evaluation * evaluations / (t['training epoch'] * batch_cfg.NUM_EPOCHS):.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -51,9 +51,13 @@ def test_without_cuda_the_real_check_refuses_in_one_line(tmp_path):
 def test_the_evaluation_cost_benchmark_times_every_part_side_by_side(tmp_path):
     folder = make_image_folder(tmp_path / "data", per_class_train=32, per_class_test=4)
     result = run_script("benchmarks/evaluation_cost.py", f"--data_dir={folder}", "--model=resnet20", "--batch_size=16",
-                        "--validation_size=12", "--precise_bn=2", "--micro_batch_size=8", "--steps=2", "--rounds=1")
+                        "--validation_size=12", "--precise_bn=2", "--micro_batch_size=8", "--steps=2", "--rounds=1",
+                        "--num_epochs=10", "--warmup_epochs=1", "--eval_every=3")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "84 training, 12 validation, 12 test images; PRECISE_BN = 2" in result.stdout
+    assert "evaluations / run (10 epochs, EVAL_EVERY = 3)" in result.stdout
     (row,) = [line for line in result.stdout.splitlines() if line.startswith("| 16 |")]
     cells = [float(c) for c in row.strip("|").split("|")]
     assert cells[1] == 84 // 16 and all(c > 0 for c in cells[2:]), row
+    per_epoch, per_run = cells[6], cells[7]
+    assert abs(per_run - per_epoch * 4 / 10) <= 0.001, row  # evaluated after epochs 3, 6, 9 and 10

@@ -102,3 +102,27 @@ def test_the_original_recipe_is_cpu_sweep_alone_with_a_grid_of_lrs_spaced_2x(mon
                            "SWEEP_PEAK_LRS", "SWEEP_RECIPES", "SWEEP_EXTRA_SEEDS", "SWEEP_REFERENCE"}, differs
     peaks = sorted(peak_lr(run.cfg) for run in grid)
     assert len(peaks) >= 3 and all(b / a == pytest.approx(2.0) for a, b in zip(peaks, peaks[1:]))
+
+
+STUDY200 = [*RECIPE, "configs/study200.py"]
+
+
+def test_the_200_epoch_study_is_its_recipes_runs_at_200_epochs_on_the_issues_grid(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(STUDY200)
+    assert cfg.SWEEP_BATCH_SIZES == [8192, 128] and cfg.SWEEP_BREADTH_FIRST and cfg.SWEEP_TARGETS == [70, 80, 90]
+    runs = {}
+    for (batch_size, with_lars, _, cell_cfg), grid, seeds in sweep_runs(STUDY200):
+        assert cell_cfg.RECIPE in RECIPE_CHANGES or cell_cfg.RECIPE == "original"
+        runs[batch_size, with_lars] = grid, seeds
+        for run in grid + seeds:
+            assert (run.cfg.NUM_EPOCHS, run.cfg.VALIDATION_SIZE, run.cfg.EVAL_EVERY) == (200, 5000, 2)
+            # the recipe run at the same LR and seed: the same settings but the budget
+            same = load_config([a for a in run.args if a != "configs/study200.py"])
+            differs = {k for k, v in vars(run.cfg).items() if v != getattr(same, k)}
+            assert differs <= {"NUM_EPOCHS", "EVAL_EVERY"} | {k for k in differs if k.startswith("SWEEP_")}, differs
+        peaks = [peak_lr(run.cfg) for run in grid]
+        centre = peaks[0]
+        assert peaks == pytest.approx([centre, centre / 2, centre * 2] if batch_size == 8192 else [centre])
+        assert len(seeds) == 1
+    assert sorted(runs) == [(128, False), (128, True), (8192, False), (8192, True)]

@@ -210,3 +210,49 @@ def test_accuracy_figures_mark_every_epoch_and_keep_the_legend_off_the_curves():
     fig.canvas.draw()
     legend_box = legend.get_window_extent()
     assert all(legend_box.x0 >= ax.get_window_extent().x1 for ax in fig.axes), "beside the panels, not on them"
+
+
+ORDER_PRESET = """
+SWEEP_BATCH_SIZES = [32, 16]
+SWEEP_PEAK_LRS = [0.2, 0.1, 0.4] if BATCH_SIZE == 32 else [0.1]
+SWEEP_EXTRA_SEEDS = [1]
+MODEL = "resnet20"
+"""
+
+
+@pytest.mark.parametrize("breadth_first", [False, True])
+def test_breadth_first_runs_each_cells_first_lr_then_the_next_then_the_extra_seeds(
+        tmp_path, monkeypatch, capsys, breadth_first):
+    import sweep
+    from tests.conftest import run_main
+
+    preset = tmp_path / "order.py"
+    preset.write_text(ORDER_PRESET)
+    trained = []
+
+    def summary(run, recorded):  # a run is done once "trained"; the middle LR of a grid is best
+        done = tuple(run.args) in trained
+        top1 = 50.0 if run.summary_fields["peak_lr"] in (0.2, 0.1) else 40.0
+        return {**run.summary_fields, "status": "finished" if done else "not run",
+                "final_top1": top1 if done else None, "final_val_top1": top1 if done else None}
+
+    monkeypatch.setattr(sweep, "summarise", summary)
+    monkeypatch.setattr(sweep, "run_cell", lambda args, status: trained.append(tuple(args)) or True)
+    monkeypatch.setattr(sweep, "write_results", lambda *args: None)
+    status, _, stderr = run_main("sweep.py", str(preset), f"--sweep_breadth_first={breadth_first}",
+                                 f"--results_dir={tmp_path}", capsys=capsys)
+    assert status == 0, stderr
+
+    def describe(args):  # (batch, LARS, the run's folder: lr<peak>[-seed<seed>])
+        options = dict(a[2:].split("=", 1) for a in args if a.startswith("--"))
+        return int(options["batch_size"]), options["with_lars"] == "True", os.path.basename(options["checkpoint_dir"])
+
+    order = list(map(describe, trained))
+    first, second, third = ([(32, lars, f"lr{lr}") for lars in (False, True)] for lr in (0.2, 0.1, 0.4))
+    small = [(16, lars, "lr0.1") for lars in (False, True)]
+    seeds = [(batch, lars, f"lr{lr}-seed1") for batch, lr in ((32, 0.2), (16, 0.1)) for lars in (False, True)]
+    if breadth_first:  # round by round: every first LR, 32's second and third, then the seeds
+        assert order == [*first, *small, *second, *third, *seeds]
+    else:  # cell by cell: its grid, then its seed
+        assert order == [first[0], second[0], third[0], seeds[0], first[1], second[1], third[1], seeds[1],
+                         small[0], seeds[2], small[1], seeds[3]]

@@ -1,0 +1,32 @@
+# The original's budget: 200 epochs at batch 128 and 8192, SGD and LARS, chosen on validation.
+#   python sweep.py configs/cpu_sweep.py configs/large_batch.py configs/recipe.py configs/study200.py --data_dir=PATH_TO/cifar10
+# recipe.py defines the recipe variants; this file picks one per batch size and optimizer and
+# replaces recipe.py's runs with these:
+# - Batch 8192: 3 peak LRs 2x apart centred on the 20-epoch best, extended where the best
+#   (on validation) is at an edge; then one more seed of the best.
+# - Batch 128: the 20-epoch best peak LR with 2 seeds.
+# The schedule stretches to 200 epochs: the warm-up keeps its epochs, the poly decay ends at the
+# last step. Runs go breadth first: the four centres, then the 8192 neighbours, then the seeds.
+# Evaluation (precise BN, 5,000 validation and 10,000 test images) after every 2nd epoch and
+# the last keeps it under a tenth of the run (README, Speed); training is the same as with 1.
+#
+# NOT YET TO BE RUN: the recipes and centres below are the 20-epoch study's shared recipe and its
+# best LRs (chosen there on the test set). They are replaced by results/recipe's choice on
+# validation when issue 22's runs are done; the 200-epoch runs start after that.
+NUM_EPOCHS = 200
+VALIDATION_SIZE = 5000
+EVAL_EVERY = 2
+SWEEP_BATCH_SIZES = [8192, 128]
+SWEEP_BREADTH_FIRST = True
+SWEEP_TARGETS = [70, 80, 90]
+SWEEP_REFERENCE = "results/study"
+
+# (batch, with LARS): (recipe, centre peak LR; LARS's as lr x tc, peak = lr x tc / TRUST_COEF)
+chosen = {(8192, False): ("shared", 0.8), (8192, True): ("shared", 0.02),
+          (128, False): ("shared", 0.4), (128, True): ("shared", 0.01)}
+if (BATCH_SIZE, WITH_LARS) in chosen:
+    recipe_name, centre = chosen[BATCH_SIZE, WITH_LARS]
+    SWEEP_RECIPES = [recipe_name]
+    peaks = [centre, centre / 2, centre * 2] if BATCH_SIZE == 8192 else [centre]
+    SWEEP_PEAK_LRS = [x / TRUST_COEF for x in peaks] if WITH_LARS else peaks
+    SWEEP_EXTRA_SEEDS = [1]
