@@ -125,9 +125,10 @@ def targets(results):
     return tuple(results.get("targets") or TARGETS)
 
 
-def reference_cells(results):
-    """{(batch size, with LARS): top-1} of the reference sweep, or {} without one. A grid
-    reference gives its best-of-grid mean over seeds; one with recipes, its chosen recipe's."""
+def reference_runs(results):
+    """{(batch size, with LARS): the runs that stand for that cell in the reference sweep}, or {}
+    without one: a grid's best LR with every seed (of the chosen recipe, with recipes), or the
+    one run of a sweep without a grid."""
     if not results.get("reference"):
         return {}
     try:
@@ -135,15 +136,30 @@ def reference_cells(results):
     except CheckpointError:
         return {}
     if not reference.get("grid"):
-        return {(c["batch_size"], c["with_lars"]): c["final_top1"] for c in reference["cells"] if c["status"] in DONE}
+        return {(c["batch_size"], c["with_lars"]): [c] for c in reference["cells"] if c["status"] in DONE}
+    return chosen_runs(reference)
+
+
+def chosen_runs(results):
+    """{(batch size, with LARS): every seed of the best peak LR of the chosen recipe} of a grid
+    sweep: the recipe and the LR whose mean ``selection_top1`` over seeds is highest."""
     chosen = {}
-    for (batch, _, with_lars), runs in groups(reference).items():
+    for (batch, _, with_lars), runs in groups(results).items():
         best, same_lr = best_of_grid(runs)
         if best is not None:
             score = statistics.mean(selection_top1(c) for c in same_lr)
             if (batch, with_lars) not in chosen or score > chosen[batch, with_lars][0]:
-                chosen[batch, with_lars] = (score, statistics.mean(c["final_top1"] for c in same_lr))
-    return {key: top1 for key, (_, top1) in chosen.items()}
+                chosen[batch, with_lars] = (score, same_lr)
+    return {key: runs for key, (_, runs) in chosen.items()}
+
+
+def reference_cells(results, runs=None):
+    """{(batch size, with LARS): the reference sweep's top-1 there (a grid's: its best LR's mean
+    over seeds; None for a run that diverged without an accuracy)}, or {} without one. ``runs``:
+    ``reference_runs(results)`` when the caller has it already."""
+    runs = reference_runs(results) if runs is None else runs
+    top1 = {key: [c["final_top1"] for c in cell_runs] for key, cell_runs in runs.items()}
+    return {key: statistics.mean(values) if None not in values else None for key, values in top1.items()}
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -205,8 +221,38 @@ def _original_tables(results, machines):
     return lines
 
 
+def _original_form(results, machines, validation, reference):
+    """The best of grid as the original README's two tables: each batch size's chosen run (its
+    recipe's, with recipes) and the mean over its seeds; Base LR is the LR before warm-up."""
+    chosen = chosen_runs(results)
+    lines = ["", "## In the original README's form", "",
+             "The chosen peak LR (and recipe) of each batch size, as above: top-1 is the test set's mean ± "
+             "sample standard deviation over its seeds; Base LR is the run's LR before warm-up"
+             + (f"; the last column is {results['reference']}'s top-1 at that batch size" if reference else "") + "."]
+    for with_lars, title in ((False, "Without LARS"), (True, "With LARS")):
+        batches = sorted(b for b, lars in chosen if lars is with_lars)
+        if not batches:
+            continue
+        header = "| Batch | Base LR | top-1 Accuracy, % | Time to train |" + (" val % |" if validation else "")
+        header += f" {results['reference']} |" if reference else ""
+        lines += ["", f"### {title}", "", header, "|" + "---|" * (header.count("|") - 1)]
+        for batch in batches:
+            runs = chosen[batch, with_lars]
+            seconds = statistics.mean(c["time_to_train"] for c in runs)
+            row = (f"| {_batch_label(batch)} | {runs[0]['hyperparams']['LR']:g} | "
+                   f"{_mean_over_seeds(runs, 'final_top1')} | {_time(runs[0], machines, seconds)} |")
+            row += f" {_mean_over_seeds(runs, 'final_val_top1')} |" if validation else ""
+            row += f" {format_accuracy(reference.get((batch, with_lars)))} |" if reference else ""
+            lines.append(row)
+    return lines
+
+
+def _batch_label(batch):
+    return f"{batch} (base line)" if batch == 128 else str(batch)
+
+
 def _original_row(cell, machines):
-    batch = f"{cell['batch_size']} (base line)" if cell["batch_size"] == 128 else str(cell["batch_size"])
+    batch = _batch_label(cell["batch_size"])
     if cell["status"] == "not run":
         return f"| {batch} | | not run | |"
     lr = f"{cell['hyperparams']['LR']:g}"
@@ -248,7 +294,8 @@ def _grid_tables(results, machines):
     with_recipes = any(recipe for _, recipe in rows)
     split = chosen_on(results)
     validation = split == "validation"
-    reference = reference_cells(results)
+    ref_runs = reference_runs(results)
+    reference = reference_cells(results, ref_runs)
     recipe_column = " Recipe |" if with_recipes else ""
     lines = ["## Best of grid", "",
              f"The best peak LR of each batch size{', recipe' if with_recipes else ''} and optimizer is the grid "
@@ -281,6 +328,7 @@ def _grid_tables(results, machines):
             row += "".join(f" {format_accuracy(reference.get((batch, lars)))} |"
                            for lars in (False, True))
         lines.append(row)
+    lines += _original_form(results, machines, validation, reference)
     if with_recipes:
         lines += _recipe_choice(grouped, split)
     lines += ["", "## Whole grid", "",
@@ -296,12 +344,17 @@ def _grid_tables(results, machines):
                          f"{_accuracy(cell)} | {time} |")
     goals = targets(results)
     goal_columns = " | ".join(f"{t} %" for t in goals)
+    reference_steps = {batch: _reference_steps_row(results, ref_runs, batch, with_recipes, goals)
+                       for batch in dict.fromkeys(batch for batch, _ in rows)}
     lines += ["", "## Steps to target", "",
               "Optimizer steps until the test top-1 first reached each target, for the best peak LR of each "
               "cell (above): the mean over its seeds, and '(k of n)' where only k of its n seeds reached "
               f"it; '-': none did; blank: no run done yet. Read at {_evaluations(results)}, so a value is "
-              "known to within the steps between two readings (Steps/epoch each epoch), and under a fixed-length schedule the later "
-              "targets follow the LR decay. Perfect scaling halves the steps when the batch doubles.", "",
+              "known to within the steps between two readings (Steps/epoch each epoch), and under a fixed-length "
+              "schedule the later targets follow the LR decay. Perfect scaling halves the steps when the batch "
+              "doubles." + (f" Rows marked ({_reference_name(results)}): the same targets in the runs of "
+                            f"{results['reference']} that its tables report." if any(reference_steps.values())
+                            else ""), "",
               f"| Batch |{recipe_column} Steps/epoch | SGD: {goal_columns} | LARS: {goal_columns} |",
               "|---|" + "---|" * (1 + with_recipes + 2 * len(goals))]
     for batch, recipe in rows:
@@ -313,7 +366,27 @@ def _grid_tables(results, machines):
             steps = steps_at_best_lr(grouped.get((batch, recipe, with_lars), []), goals)
             row += "".join(f" {steps_cell(steps, t)} |" for t in goals)
         lines.append(row)
+        if (batch, recipe) == [r for r in rows if r[0] == batch][-1]:
+            lines += reference_steps[batch]
     return lines + [""]
+
+
+def _reference_name(results):
+    return os.path.basename(os.path.normpath(results["reference"]))
+
+
+def _reference_steps_row(results, runs, batch, with_recipes, goals):
+    """[the steps-to-target row of the reference sweep's runs (``reference_runs``) at ``batch``],
+    or [] when they have none there or did not record their steps per epoch (older sweeps)."""
+    cells = [c for lars in (False, True) for c in runs.get((batch, lars), [])]
+    if not cells or not all(c.get("steps_per_epoch") for c in cells):
+        return []
+    row = f"| {batch} ({_reference_name(results)}) |" + (" |" if with_recipes else "")
+    row += f" {', '.join(map(str, sorted({c['steps_per_epoch'] for c in cells})))} |"
+    for with_lars in (False, True):
+        steps = steps_at_best_lr(runs.get((batch, with_lars), []), goals)
+        row += "".join(f" {steps_cell(steps, t)} |" for t in goals)
+    return [row]
 
 
 def _mean_over_seeds(runs, key):

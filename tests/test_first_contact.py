@@ -59,6 +59,12 @@ def test_a_finished_run_resumed_says_it_is_complete(folder, tmp_path):
     assert f"is a complete run: 2 of 2 epochs, final top-1 {final:.2f}%" in again.stdout
 
 
+def default_ctrl_c():
+    """In the child: SIGINT as a terminal's shell leaves it. A shell that starts pytest in the
+    background ignores SIGINT, the child would inherit that, and Ctrl-C would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, status, word", [(signal.SIGINT, 130, "interrupted"),
                                                (signal.SIGTERM, 143, "terminated (SIGTERM)")],
@@ -67,7 +73,7 @@ def test_ctrl_c_or_sigterm_keeps_the_checkpoint_and_says_how_to_continue(folder,
     # SIGTERM is what a cluster scheduler sends before it kills a preempted job.
     args = train_args(folder, tmp_path, "--num_epochs=30")
     process = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=default_ctrl_c)
     path = str(tmp_path / "noLars-16.pth")
     wait_for_epoch(process, path, 1)
     process.send_signal(sig)
@@ -85,7 +91,8 @@ def test_ctrl_c_in_a_sweep_names_the_run_and_the_command_that_continues(folder, 
     args = [*RUN, "--num_epochs=30", "--sweep_batch_sizes=[16]", "--sweep_with_lars=[False]",
             f"--data_dir={folder}", f"--checkpoint_dir={tmp_path / 'ck'}", f"--results_dir={tmp_path / 'res'}"]
     process = subprocess.Popen([sys.executable, "sweep.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=default_ctrl_c)
     path = str(tmp_path / "ck" / "default" / "noLars-16.pth")
     wait_for_epoch(process, path, 1)
     os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the sweep and its train.py

@@ -84,7 +84,8 @@ def fake_run(peak, final_val, final_test, role="grid", seed=0, recipe="", steps=
     history = [{"epoch": e, "test_acc": a, "val_acc": a} for e, a in enumerate(steps, 1) if a is not None]
     return {"batch_size": 16, "with_lars": False, "recipe": recipe, "role": role, "peak_lr": peak,
             "trust_coef": 0.02, "seed": seed, "status": "finished", "final_top1": final_test,
-            "final_val_top1": final_val, "time_to_train": 1.0, "steps_per_epoch": 10, "history": history}
+            "final_val_top1": final_val, "time_to_train": 1.0, "steps_per_epoch": 10, "history": history,
+            "hyperparams": {"LR": peak / 10}}
 
 
 def test_a_grid_picks_its_best_lr_on_validation_when_the_test_set_disagrees():
@@ -219,6 +220,36 @@ def test_a_grid_reference_shows_its_best_of_grid_mean_not_one_of_its_runs(monkey
     row = next(line for line in markdown(results).splitlines() if line.startswith("| 8192 |"))
     mean = sum(c["final_top1"] for c in lars_8192) / 3
     assert row.rstrip().endswith(f"| 48.97 | {mean:.2f} |"), row
+
+
+def test_a_reference_gets_a_steps_row_from_every_seed_of_the_runs_its_tables_report(monkeypatch):
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    study = json.loads(open("results/study/results.json").read())
+    lars_8192 = [c for c in study["cells"] if (c["batch_size"], c["with_lars"], c["peak_lr"]) == (8192, True, 1.0)]
+    first_epochs = [next(row["epoch"] for row in c["history"] if row["test_acc"] >= 50) for c in lars_8192]
+    results = {"preset": "p", "command": "c", "grid": True, "reference": "results/study", "targets": [50, 99],
+               "cells": [{**fake_run(0.2, 70.0, 75.0), "batch_size": 8192, "with_lars": True}]}
+    text = markdown(results)
+    row = next(line for line in text.splitlines() if line.startswith("| 8192 (study) |"))
+    steps = sum(first_epochs) / 3 * lars_8192[0]["steps_per_epoch"]
+    assert row.endswith(f"| {steps:.0f} | - |"), row
+    assert "Rows marked (study): the same targets in the runs of results/study" in text
+    older = markdown({**results, "reference": "results/cpu_sweep"})  # recorded no steps per epoch
+    assert "(cpu_sweep)" not in older and "Rows marked" not in older
+
+
+def test_the_original_readmes_form_shows_each_batchs_chosen_lr_over_its_seeds():
+    grid = [fake_run(0.1, 60.0, 80.0), fake_run(0.2, 70.0, 75.0), fake_run(0.2, 72.0, 71.0, role="seed", seed=1)]
+    other_batch = {**fake_run(0.4, 50.0, 55.0), "batch_size": 128}
+    text = markdown({"preset": "p", "command": "c", "grid": True, "reference": None,
+                     "cells": [*grid, other_batch]})
+    form = text.split("## In the original README's form")[1].split("## Whole grid")[0]
+    assert "### Without LARS" in form and "### With LARS" not in form
+    rows = [line for line in form.splitlines() if line.startswith("| 1")]
+    assert rows[0].startswith("| 16 | 0.02 | 73.00 ± 2.83 (n=2) |") and rows[0].endswith("| 71.00 ± 1.41 (n=2) |")
+    assert rows[1].startswith("| 128 (base line) | 0.04 | 55.00 (n=1) |")
 
 
 def test_the_steps_table_follows_sweep_targets(capsys):
