@@ -10,9 +10,10 @@ Fetches nothing from the network. In order, each part timed and recorded even if
    STEPS CUDA-event-timed steps in random order: LARS multi-tensor (the default) and
    single-tensor, torch.optim.SGD foreach and fused, timm's Lars where installed;
 4. configs/attempt2.py (ResNet-50, AMP float16) for the first 3 of its 200 epochs at batch
-   128 and 8192, SGD and LARS: seconds per step over epochs 2 and 3 (epoch 1 pays for cuDNN's
-   autotuning), images/s, LARS / SGD, peak GPU memory, and each epoch's training loss, so that
-   an epoch cut short by a non-finite loss is reported as diverged instead of timed;
+   128 and 8192, SGD and LARS, at batch 128's LRs (TIMING_LR): seconds per step over epochs 2
+   and 3 (epoch 1 pays for cuDNN's autotuning), images/s, LARS / SGD, peak GPU memory, and each
+   epoch's training loss, so that an epoch cut short by a non-finite loss is reported as
+   diverged instead of timed;
 5. the CUDA tests (`pytest -m cuda -v`), last, with a time limit, their output streamed to
    DIR/tests.log so that a test that hangs is named there. The CPU suite is CI's.
 It writes DIR/report.md and DIR/raw.json after every part, so a run stopped at its time limit
@@ -50,6 +51,11 @@ from utils import Process  # noqa: E402
 
 ATTEMPT2 = os.path.join(ROOT, "configs", "attempt2.py")
 HYPER = {"lr": 0.1, "momentum": 0.9}
+# Batch 128's schedule at every batch size. A step's work does not depend on its LR, but a run
+# that diverges has no steps to time: at batch 8192, attempt 2's own LRs (3.2 rising to 6.4)
+# drove both SGD and LARS (trust coefficient 0.1) to a non-finite loss within the first epoch
+# on an H100 (results/gpu_check/report.md), as they end at chance in the CPU sweep.
+TIMING_LR = ["--lr=0.05", "--end_lr=1e-5"]
 
 
 class Check:
@@ -165,13 +171,12 @@ def training(check, data_dir, save):
     for batch in check.batch_sizes:
         for with_lars in (False, True):
             cfg = load_config([ATTEMPT2, f"--batch_size={batch}", f"--with_lars={with_lars}",
-                               "--amp=True", f"--device={check.device.type}",
+                               *TIMING_LR, "--amp=True", f"--device={check.device.type}",
                                f"--data_dir={data_dir}", *check.training])
             trainer = Trainer(cfg, Process(), check.device, subset(data, cfg.TRAIN_SUBSET))
             if check.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(check.device)
-            # The first epochs of the real 200-epoch run, its schedule unchanged: a shortened
-            # warm-up would give SGD at 8192 a step size the original never takes there.
+            # The first epochs of a 200-epoch run, its warm-up's length unchanged.
             losses, seconds = zip(*(trainer.train_epoch() for _ in range(check.epochs)))
             rows.append(training_row(cfg, trainer.steps_per_epoch, losses, seconds, check.device))
             save(rows)
@@ -217,7 +222,8 @@ def report(raw):
         lines += [f"| {name} | unavailable: {why} | |" for name, why in o["unavailable"].items()] + [""]
     if "training" in raw:
         lines += ["## Training: configs/attempt2.py, AMP float16", "",
-                  "Epoch 1 pays for cuDNN's autotuning; the times per step are those of the later epochs.", "",
+                  f"At batch 128's LRs ({' '.join(TIMING_LR)}) at every batch size. Epoch 1 pays for cuDNN's "
+                  "autotuning; the times per step are those of the later epochs.", "",
                   "| batch | optimizer | model | steps/epoch | epoch seconds | training loss per epoch | ms per step "
                   "| images/s | LARS / SGD | peak GPU memory, GiB |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
