@@ -61,6 +61,6 @@ second_seed = {(8192, False, "shared"), (8192, False, "no_zero_init"), (8192, Fa
                (128, False, "shared"), (128, False, "no_label_smoothing"), (128, False, "no_zero_init"),
                (128, False, "no_exclusion"), (128, False, "original_warmup"),
                (128, True, "shared"), (128, True, "no_label_smoothing"), (128, True, "no_zero_init"),
-               (128, True, "no_exclusion")}
+               (128, True, "no_exclusion"), (128, True, "original_warmup")}
 SWEEP_EXTRA_SEEDS = [1] if (BATCH_SIZE, WITH_LARS, RECIPE) in second_seed else []
 SWEEP_BREADTH_FIRST = True
