@@ -54,7 +54,8 @@ HYPER = {"lr": 0.1, "momentum": 0.9}
 # Batch 128's schedule at every batch size. A step's work does not depend on its LR, but a run
 # that diverges has no steps to time: at batch 8192, attempt 2's own LRs (3.2 rising to 6.4)
 # drove both SGD and LARS (trust coefficient 0.1) to a non-finite loss at the first step of
-# epoch 2 on an H100 (results/gpu_check/report.md), as they end at chance in the CPU sweep.
+# epoch 2 on an H100 (results/gpu_check/diverged_at_8192/report.md), as they end at chance in
+# the CPU sweep.
 TIMING_LR = ["--lr=0.05", "--end_lr=1e-5"]
 
 
