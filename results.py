@@ -330,7 +330,7 @@ def _grid_tables(results, machines):
         lines.append(row)
     lines += _original_form(results, machines, validation, reference)
     if with_recipes:
-        lines += _recipe_choice(grouped, split)
+        lines += _recipe_choice(results, split)
     lines += ["", "## Whole grid", "",
               f"| Batch |{recipe_column} Optimizer | Peak LR (lr x tc) | Seed |{' val % |' if validation else ''} "
               "top-1 % | Time to train |",
@@ -395,26 +395,33 @@ def _mean_over_seeds(runs, key):
     return f"{mean:.2f} ± {sd:.2f} (n={len(runs)})" if sd is not None else f"{mean:.2f} (n=1)"
 
 
-def _recipe_choice(grouped, split):
-    """For each batch size and optimizer, the recipes ranked by their best LR's mean final
-    ``split`` top-1 over its seeds; the first is the one chosen."""
+def recipe_ranking(results):
+    """{(batch size, with LARS): [(score, recipe, best run, runs at its LR)]}: every recipe at its
+    grid's best peak LR, ranked by its mean final top-1 over that LR's seeds (on validation where
+    there is a split, ``selection_top1``); the first is the one chosen."""
+    ranking = {}
+    for (batch, recipe, with_lars), runs in groups(results).items():
+        best, same_lr = best_of_grid(runs)
+        if best is not None:
+            score = statistics.mean(selection_top1(c) for c in same_lr)
+            ranking.setdefault((batch, with_lars), []).append((score, recipe, best, same_lr))
+    for ranked in ranking.values():
+        ranked.sort(key=lambda r: -r[0])
+    return dict(sorted(ranking.items()))
+
+
+def _recipe_choice(results, split):
+    """The "Recipe choice" table: ``recipe_ranking`` for each batch size and optimizer."""
     lines = ["", "## Recipe choice", "",
              f"For each batch size and optimizer, every recipe at its best peak LR, ranked by final {split} "
              f"top-1 (mean over that LR's seeds): the first is chosen. The test top-1 beside it is reported, "
              f"not chosen on.", "",
              f"| Batch | Optimizer | Recipe | Peak LR (lr x tc) | {split} % | test top-1 % | Chosen |",
              "|---|---|---|---|---|---|---|"]
-    for batch in sorted({b for b, _, _ in grouped}):
-        for with_lars in (False, True):
-            ranked = []
-            for (b, recipe, lars), runs in grouped.items():
-                best, same_lr = best_of_grid(runs) if (b, lars) == (batch, with_lars) else (None, [])
-                if best is not None:
-                    ranked.append((statistics.mean(selection_top1(c) for c in same_lr), recipe, best, same_lr))
-            ranked.sort(key=lambda r: -r[0])
-            for i, (score, recipe, best, same_lr) in enumerate(ranked):
-                lines.append(f"| {batch} | {'LARS' if with_lars else 'SGD'} | {recipe} | {_lr_label(best)} | "
-                             f"{score:.2f} | {_mean_over_seeds(same_lr, 'final_top1')} | {'yes' if i == 0 else ''} |")
+    for (batch, with_lars), ranked in recipe_ranking(results).items():
+        for i, (score, recipe, best, same_lr) in enumerate(ranked):
+            lines.append(f"| {batch} | {'LARS' if with_lars else 'SGD'} | {recipe} | {_lr_label(best)} | "
+                         f"{score:.2f} | {_mean_over_seeds(same_lr, 'final_top1')} | {'yes' if i == 0 else ''} |")
     return lines
 
 
