@@ -142,15 +142,8 @@ def reference_runs(results):
 
 def chosen_runs(results):
     """{(batch size, with LARS): every seed of the best peak LR of the chosen recipe} of a grid
-    sweep: the recipe and the LR whose mean ``selection_top1`` over seeds is highest."""
-    chosen = {}
-    for (batch, _, with_lars), runs in groups(results).items():
-        best, same_lr = best_of_grid(runs)
-        if best is not None:
-            score = statistics.mean(selection_top1(c) for c in same_lr)
-            if (batch, with_lars) not in chosen or score > chosen[batch, with_lars][0]:
-                chosen[batch, with_lars] = (score, same_lr)
-    return {key: runs for key, (_, runs) in chosen.items()}
+    sweep: the first of ``recipe_ranking``."""
+    return {key: ranked[0][3] for key, ranked in recipe_ranking(results).items()}
 
 
 def reference_cells(results, runs=None):

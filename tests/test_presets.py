@@ -7,6 +7,7 @@ import re
 import pytest
 
 import sweep
+from results import read_results, recipe_ranking
 from config import load_config, peak_lr, run_differences, validate
 from models import MODELS
 from tests.conftest import ROOT
@@ -125,3 +126,13 @@ def test_the_200_epoch_study_is_its_recipes_runs_at_200_epochs_on_the_issues_gri
         assert peaks == pytest.approx([centre, centre / 2, centre * 2] if batch_size == 8192 else [centre])
         assert len(seeds) == 1
     assert sorted(runs) == [(128, False), (128, True), (8192, False), (8192, True)]
+
+
+def test_the_200_epoch_study_centres_on_the_recipe_runs_choice_on_validation(monkeypatch):
+    # results/recipe's ranking (validation top-1, mean over seeds) picks each cell's recipe; the
+    # centre is that recipe's best peak LR there (for "original", its grid's best)
+    monkeypatch.chdir(ROOT)
+    ranking = recipe_ranking(read_results("results/recipe"))
+    for (batch_size, with_lars, _, cell_cfg), grid, _ in sweep_runs(STUDY200):
+        _, recipe, best, _ = ranking[batch_size, with_lars][0]
+        assert (cell_cfg.RECIPE, peak_lr(grid[0].cfg)) == (recipe, pytest.approx(best["peak_lr"])), (batch_size, with_lars)
