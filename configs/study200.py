@@ -11,7 +11,7 @@
 # the last keeps it under a tenth of the run (README, Speed); training is the same as with 1.
 #
 # NOT YET TO BE RUN: `chosen` below is results/recipe's choice on validation (results.md, "Recipe
-# choice") as it stands with 15 of its 20 second seeds still to run; a test keeps the two equal.
+# choice") as it stands while its last second seeds run; a test keeps the two equal.
 # The 200-epoch runs start once results/recipe is complete.
 NUM_EPOCHS = 200
 VALIDATION_SIZE = 5000
