@@ -10,9 +10,8 @@
 # Evaluation (precise BN, 5,000 validation and 10,000 test images) after every 2nd epoch and
 # the last keeps it under a tenth of the run (README, Speed); training is the same as with 1.
 #
-# NOT YET TO BE RUN: `chosen` below is results/recipe's choice on validation (results.md, "Recipe
-# choice") as it stands while its last second seeds run; a test keeps the two equal.
-# The 200-epoch runs start once results/recipe is complete.
+# `chosen` below is results/recipe's choice on validation (results.md, "Recipe choice"); a test
+# keeps the two equal.
 NUM_EPOCHS = 200
 VALIDATION_SIZE = 5000
 EVAL_EVERY = 2
