@@ -182,7 +182,7 @@ def table_shapes(text):
     return tables
 
 
-@pytest.mark.parametrize("folder", ["results/study", "results/cpu_sweep", "results/recipe"])
+@pytest.mark.parametrize("folder", ["results/study", "results/cpu_sweep", "results/recipe", "results/study200"])
 def test_every_table_row_has_its_headers_cells_also_for_runs_not_yet_done(folder):
     from tests.conftest import ROOT
 
