@@ -256,7 +256,13 @@ def _evaluations(results):
     """When the runs' test accuracy was read: "the end of each epoch", or of every EVAL_EVERY-th."""
     every = sorted({c["hyperparams"].get("EVAL_EVERY", 1) for c in results["cells"] if c.get("hyperparams")}) or [1]
     return "the end of each epoch" if every == [1] else \
-        f"the end of every {' or '.join(map(str, every))}-th epoch and of the last"
+        f"the end of every {' or '.join(map(ordinal, every))} epoch and of the last"
+
+
+def ordinal(n):
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _accuracy(cell, key="final_top1"):

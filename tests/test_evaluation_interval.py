@@ -4,7 +4,7 @@ the same as when every epoch is evaluated, and every reader of the history copes
 import pytest
 import torch
 
-from results import cell_summary, steps_to_target
+from results import _evaluations, cell_summary, ordinal, steps_to_target
 from tests.conftest import run_script
 from utils import EXIT_DIVERGED, evaluated, format_history, load_checkpoint
 
@@ -62,6 +62,14 @@ def test_steps_to_target_read_only_evaluated_epochs():
                {"epoch": 4, "test_acc": 75.0, "train_loss": 1.0, "time": 4.0}]
     cell = {"steps_per_epoch": 10, "history": history}
     assert [steps_to_target(cell, t) for t in (30, 50, 80)] == [20, 40, None]
+
+
+def test_results_say_when_accuracy_was_read_in_english_ordinals():
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 102, 111)] == \
+        ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "102nd", "111th"]
+    cells = [{"hyperparams": {"EVAL_EVERY": 2}}, {"hyperparams": {"EVAL_EVERY": 3}}, {"status": "not run"}]
+    assert _evaluations({"cells": cells}) == "the end of every 2nd or 3rd epoch and of the last"
+    assert _evaluations({"cells": [{"hyperparams": {"EVAL_EVERY": 1}}]}) == "the end of each epoch"
 
 
 def test_an_interval_below_one_is_refused(capsys):
