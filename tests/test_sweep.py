@@ -212,6 +212,28 @@ def test_accuracy_figures_mark_every_epoch_and_keep_the_legend_off_the_curves():
     assert all(legend_box.x0 >= ax.get_window_extent().x1 for ax in fig.axes), "beside the panels, not on them"
 
 
+def test_accuracy_figures_give_each_legend_label_one_colour_across_panels():
+    from results import _accuracy_panels
+
+    history = [{"epoch": 1, "test_acc": 40.0, "train_loss": 1.5, "time": 1.0}]
+    # Like study200: SGD's 8192 cell has another recipe than LARS's, batch 128 shares one.
+    cells = [{"batch_size": 128, "with_lars": False, "recipe": "a", "history": history},
+             {"batch_size": 8192, "with_lars": False, "recipe": "b", "history": history},
+             {"batch_size": 128, "with_lars": True, "recipe": "a", "history": history},
+             {"batch_size": 8192, "with_lars": True, "recipe": "a", "history": history}]
+    fig = _accuracy_panels({"preset": "p", "cells": cells},
+                           lambda with_lars: [c for c in cells if c["with_lars"] is with_lars], "")
+    colours = {}
+    for line in (line for ax in fig.axes for line in ax.lines):
+        colours.setdefault(line.get_label(), set()).add(line.get_color())
+    assert len(colours) == 3 and all(len(c) == 1 for c in colours.values()), "one colour per label"
+    assert len(set().union(*colours.values())) == 3, "different labels, different colours"
+
+    many = [{"batch_size": 2 ** i, "with_lars": True, "recipe": "a", "history": history} for i in range(12)]
+    fig = _accuracy_panels({"preset": "p", "cells": many}, lambda with_lars: many, "")
+    assert len({line.get_color() for line in fig.axes[0].lines}) == 12, "more labels than tab10 has colours"
+
+
 ORDER_PRESET = """
 SWEEP_BATCH_SIZES = [32, 16]
 SWEEP_PEAK_LRS = [0.2, 0.1, 0.4] if BATCH_SIZE == 32 else [0.1]
