@@ -485,16 +485,17 @@ def _accuracy_panels(results, cells_of, title):
     fig, axes = plt.subplots(1, len(optimizers), figsize=(6 * len(optimizers), 4.5), sharey=True, squeeze=False)
     # One colour per label across both panels, so the one shared legend names every line
     # (a recipe sweep has more labels than tab10's 10 colours).
-    labels = list(dict.fromkeys(row_label(c["batch_size"], c.get("recipe", ""))
-                                for with_lars in optimizers for c in cells_of(with_lars)))
+    def label_of(cell):
+        return row_label(cell["batch_size"], cell.get("recipe", ""))
+
+    labels = list(dict.fromkeys(label_of(c) for with_lars in optimizers for c in cells_of(with_lars)))
     colours = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
     colour_of = {label: colours(i % colours.N) for i, label in enumerate(labels)}
     for ax, with_lars in zip(axes[0], optimizers):
         for cell in cells_of(with_lars):
             rows = evaluated(cell["history"])
-            label = row_label(cell["batch_size"], cell.get("recipe", ""))
             ax.plot([row["epoch"] for row in rows], [row["test_acc"] for row in rows], ".-",
-                    color=colour_of[label], label=label)
+                    color=colour_of[label_of(cell)], label=label_of(cell))
         ax.set_title(f"{results['preset']}: {title}{'with' if with_lars else 'without'} LARS")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
