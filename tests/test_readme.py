@@ -28,6 +28,19 @@ def test_every_preset_is_named_in_the_readme():
         assert relative in README or f"{os.path.dirname(relative)}/" in README, relative
 
 
+def github_anchor(heading):
+    # GitHub's rule: lower case, punctuation other than hyphens dropped, spaces become hyphens.
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_within_the_readme_reaches_a_heading():
+    prose = re.sub(r"```.*?```", "", README, flags=re.S)
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", prose, re.M)}
+    links = re.findall(r"\]\(#([^)]+)\)", prose)
+    assert links, "the contents line links to sections"
+    assert [link for link in links if link not in anchors] == []
+
+
 def lars_snippets():
     section = README.split("## Using LARS in your own code")[1].split("\n## ")[0]
     return [block for block in re.findall(r"```python\n(.*?)```", section, re.S) if "LARS(" in block]
