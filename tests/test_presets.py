@@ -7,7 +7,7 @@ import re
 import pytest
 
 import sweep
-from results import read_results, recipe_ranking
+from results import DONE, at_grid_edge, best_grid_run, read_results, recipe_ranking
 from config import load_config, peak_lr, run_differences, validate
 from models import MODELS
 from tests.conftest import ROOT
@@ -123,9 +123,36 @@ def test_the_200_epoch_study_is_its_recipes_runs_at_200_epochs_on_the_issues_gri
             assert differs <= {"NUM_EPOCHS", "EVAL_EVERY"} | {k for k in differs if k.startswith("SWEEP_")}, differs
         peaks = [peak_lr(run.cfg) for run in grid]
         centre = peaks[0]
-        assert peaks == pytest.approx([centre, centre / 2, centre * 2] if batch_size == 8192 else [centre])
+        assert peaks[:3] == pytest.approx([centre, centre / 2, centre * 2] if batch_size == 8192 else [centre])
+        for i, peak in enumerate(peaks[3:], 3):  # an extension goes on doubling, or halving, past an edge
+            assert peak in (pytest.approx(max(peaks[:i]) * 2), pytest.approx(min(peaks[:i]) / 2)), peaks
         assert len(seeds) == 1
     assert sorted(runs) == [(128, False), (128, True), (8192, False), (8192, True)]
+
+
+def test_the_200_epoch_study_extends_a_grid_exactly_where_its_best_is_at_an_edge(monkeypatch):
+    # The issue's rule, checked against the runs results/study200 records: each extension LR
+    # follows a grid whose best (on validation) was the edge it extends, and a finished grid
+    # whose best is at an edge has its extension (else the sweep holds back that cell's seeds).
+    monkeypatch.chdir(ROOT)
+    recorded = read_results("results/study200")["cells"]
+    for (batch_size, with_lars, _, cell_cfg), grid, _ in sweep_runs(STUDY200):
+        peaks = [peak_lr(run.cfg) for run in grid]
+        cell_runs = [c for c in recorded if c["role"] == "grid" and (c["batch_size"], c["with_lars"], c["recipe"])
+                     == (batch_size, with_lars, cell_cfg.RECIPE)]
+
+        def finished_best(grid_peaks):
+            runs = [c for c in cell_runs if any(c["peak_lr"] == pytest.approx(p) for p in grid_peaks)]
+            done = len(runs) == len(grid_peaks) and all(c["status"] in DONE for c in runs)
+            return best_grid_run(runs) if done else None
+
+        for i in range(3, len(peaks)):
+            best = finished_best(peaks[:i])
+            edge = max(peaks[:i]) if peaks[i] > max(peaks[:i]) else min(peaks[:i])
+            assert best is not None and best["peak_lr"] == pytest.approx(edge), (batch_size, with_lars, peaks[i])
+        best = finished_best(peaks)
+        assert best is None or not at_grid_edge(best, [{"peak_lr": p} for p in peaks]), \
+            f"batch {batch_size}, LARS {with_lars}: best at the edge {best['peak_lr']:g}; extend the grid"
 
 
 def test_the_200_epoch_study_centres_on_the_recipe_runs_choice_on_validation(monkeypatch):
