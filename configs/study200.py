@@ -16,7 +16,8 @@
 # - 8192 SGD: 0.2, the largest of 0.05, 0.1, 0.2, ended best (validation 81.68 against 78.02 at
 #   0.1), so 0.4; 0.4 then ended below 0.2 (validation 79.66), so SGD's grid stops there.
 # - 8192 LARS: lr x tc 0.04, the largest of 0.01, 0.02, 0.04, ended best (validation 86.96
-#   against 84.88 at 0.02), so 0.08.
+#   against 84.88 at 0.02), so 0.08; 0.08 then ended below 0.04 (validation 86.82), so LARS's
+#   grid stops there.
 NUM_EPOCHS = 200
 VALIDATION_SIZE = 5000
 EVAL_EVERY = 2
