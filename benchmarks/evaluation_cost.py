@@ -23,10 +23,11 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from config import load_config  # noqa: E402
+from config import ConfigError, load_config  # noqa: E402
 from data import subset, training_data  # noqa: E402
 from train import Trainer, test_accuracy  # noqa: E402
 from utils import Process, set_threads  # noqa: E402
+from cli import run  # noqa: E402  (beside this file)
 
 STUDY = [os.path.join(ROOT, "configs", name) for name in ("cpu_sweep.py", "large_batch.py", "recipe.py", "study200.py")]
 BATCH_SIZES = (128, 8192)
@@ -55,8 +56,16 @@ def measure(trainer, steps, rounds):
     return {name: statistics.median(times[1:]) for name, times in parts.items()}
 
 
+def positive_int(option):
+    """The value of ``--name=N``; ConfigError unless N is a positive integer."""
+    name, value = option.split("=", 1)
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{name}={value!r} is not allowed: must be a positive integer")
+    return int(value)
+
+
 def main(argv):
-    options = {a.split("=", 1)[0]: int(a.split("=", 1)[1]) for a in argv if a.startswith(("--rounds=", "--steps="))}
+    options = {a.split("=", 1)[0]: positive_int(a) for a in argv if a.startswith(("--rounds=", "--steps="))}
     argv = [a for a in argv if not a.startswith(("--rounds=", "--steps="))]
     rounds, steps = options.get("--rounds", 3), options.get("--steps", 2)
     args = argv if any(not a.startswith("--") for a in argv) else [*STUDY, *argv]
@@ -77,10 +86,12 @@ def main(argv):
         t = measure(trainer, min(steps, trainer.steps_per_epoch), rounds)
         evaluation = t["precise BN"] + t["validation"] + t["test"]
         evaluations = sum(trainer.evaluates_after(epoch) for epoch in range(1, batch_cfg.NUM_EPOCHS + 1))
-        print(f"| {batch} | {trainer.steps_per_epoch} | {t['training epoch']:.1f} | {t['precise BN']:.2f} | "
-              f"{t['validation']:.2f} | {t['test']:.2f} | {evaluation / t['training epoch']:.3f} | "
+        # Three significant digits, not fixed decimals: a tiny evaluation set takes milliseconds, which
+        # two decimals would print as 0.00.
+        print(f"| {batch} | {trainer.steps_per_epoch} | {t['training epoch']:.3g} | {t['precise BN']:.3g} | "
+              f"{t['validation']:.3g} | {t['test']:.3g} | {evaluation / t['training epoch']:.3f} | "
               f"{evaluation * evaluations / (t['training epoch'] * batch_cfg.NUM_EPOCHS):.3f} |", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main, __doc__, sys.argv[1:])

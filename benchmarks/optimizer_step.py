@@ -32,6 +32,7 @@ from lars import LARS  # noqa: E402
 from models import build_model  # noqa: E402
 from train import Trainer  # noqa: E402
 from utils import Process, pick_device  # noqa: E402
+from cli import run  # noqa: E402  (beside this file)
 
 MODELS = ("resnet18", "resnet50_imagenet")
 STEPS = 15
@@ -146,6 +147,7 @@ def main(argv):
     with_compile = "--compile" in argv
     baselines = [a.split("=", 1)[1] for a in argv if a.startswith("--baseline=")]
     argv = [a for a in argv if a != "--compile" and not a.startswith("--baseline=")]
+    load_config([PRESET, *argv])  # a bad setting is refused now, not after the timed steps
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
     report_steps(with_compile, load_baseline(baselines[-1]) if baselines else None)
@@ -153,4 +155,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main, __doc__, sys.argv[1:])

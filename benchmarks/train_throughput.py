@@ -32,6 +32,7 @@ from data import load_cifar10, subset  # noqa: E402
 from models import build_model  # noqa: E402
 from train import Trainer  # noqa: E402
 from utils import Process, checkpoint_path, load_checkpoint  # noqa: E402
+from cli import run  # noqa: E402  (beside this file)
 
 PRESET = os.path.join(ROOT, "configs", "cpu.py")
 STEPS = 40  # optimizer steps of 128 images per measurement
@@ -179,4 +180,4 @@ def layer_statistics_overhead(argv, data, default_every):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main, __doc__, sys.argv[1:])

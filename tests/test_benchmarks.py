@@ -1,6 +1,6 @@
 """Benchmarks kept from rotting: benchmarks/gpu_check.py in its CPU dry run (every part runs and
 lands in the report, so the check is ready for the few minutes a GPU is lent), and
-benchmarks/evaluation_cost.py on a tiny folder."""
+benchmarks/evaluation_cost.py on a tiny folder, and every benchmark's --help and refusals."""
 
 import json
 import math
@@ -66,6 +66,20 @@ def test_the_evaluation_cost_benchmark_times_every_part_side_by_side(tmp_path):
     assert cells[1] == 84 // 16 and all(c > 0 for c in cells[2:]), row
     per_epoch, per_run = cells[6], cells[7]
     assert abs(per_run - per_epoch * 4 / 10) <= 0.001, row  # evaluated after epochs 3, 6, 9 and 10
+
+
+@pytest.mark.parametrize("script", ["evaluation_cost", "train_throughput", "optimizer_step"])
+def test_a_benchmark_answers_help_and_refuses_bad_input_in_one_line(script):
+    help_ = run_script(f"benchmarks/{script}.py", "--help")
+    assert help_.returncode == 0 and f"benchmarks/{script}.py" in help_.stdout and "--lr=" in help_.stdout, help_.stderr
+    bad = run_script(f"benchmarks/{script}.py", "--batch_sise=128")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr
+    assert "batch_size" in bad.stderr and bad.stdout == "", "refused at once, naming the setting meant"
+
+
+def test_the_evaluation_cost_benchmark_refuses_a_step_count_that_is_not_a_positive_integer():
+    bad = run_script("benchmarks/evaluation_cost.py", "--steps=0")
+    assert bad.returncode == 2 and bad.stderr == "error: --steps='0' is not allowed: must be a positive integer\n"
 
 
 def test_a_diverged_run_is_reported_as_diverged_not_timed():
