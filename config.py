@@ -226,6 +226,11 @@ def validate(cfg, world_size=1, model_names=()):
     _require(cfg, "WARMUP_MULTIPLIER", cfg.WARMUP_MULTIPLIER >= 1, ">= 1")
     _require(cfg, "LR_SCHEDULE", cfg.LR_SCHEDULE in ("poly", "step"), '"poly" or "step"')
     _require(cfg, "STEP_EPOCHS", cfg.STEP_EPOCHS > 0, "a positive integer")
+    milestones = cfg.STEP_MILESTONES
+    _require(cfg, "STEP_MILESTONES", milestones is None or cfg.LR_SCHEDULE == "step", 'None unless LR_SCHEDULE = "step"')
+    _require(cfg, "STEP_MILESTONES", milestones is None or milestones and milestones == sorted(set(milestones)) and all(
+        isinstance(m, (int, float)) and not isinstance(m, bool) and cfg.WARMUP_EPOCHS < m < cfg.NUM_EPOCHS for m in milestones),
+        f"None or increasing epochs after WARMUP_EPOCHS ({cfg.WARMUP_EPOCHS}) and before NUM_EPOCHS ({cfg.NUM_EPOCHS})")
     _require(cfg, "MODEL", cfg.MODEL in model_names, "one of " + ", ".join(model_names))
     _require(cfg, "TRAIN_SUBSET", cfg.TRAIN_SUBSET is None or cfg.TRAIN_SUBSET >= per_rank,
              f"None or at least the per-process batch ({per_rank})")

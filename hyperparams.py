@@ -31,6 +31,7 @@ LR_SCHEDULE = "poly"  # after warm-up: "poly" (to END_LR at the last step) or "s
 POLY_POWER = 2.0  # power of the polynomial decay
 END_LR = 1e-5 * K  # LR at the last step with "poly" (follows K)
 STEP_EPOCHS = 50  # with "step": multiply the LR by STEP_GAMMA every STEP_EPOCHS after warm-up
+STEP_MILESTONES: list | None = None  # with "step": multiply the LR by STEP_GAMMA at these epochs (counted from the start, past warm-up) instead
 STEP_GAMMA = 0.1  # with "step": decay factor
 NUM_EPOCHS = 200  # epochs of training
 

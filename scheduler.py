@@ -1,6 +1,6 @@
 """Learning-rate schedules for large-batch training, stepped once per optimizer step.
 
-Self-contained: imports only torch. Both are closed-form in the step count ``last_epoch``
+Self-contained: imports only torch. All three are closed-form in the step count ``last_epoch``
 (PyTorch's name for it), so a scheduler restored with ``load_state_dict`` continues the same
 curve.
 
@@ -12,11 +12,15 @@ GradualWarmupScheduler (Goyal et al. 2017), with base LR b, multiplier k and T w
 PolynomialLRDecay, with starting LR b, end LR e, power p and T decay steps::
 
     lr(t) = (b - e) * (1 - t / T) ** p + e  for t <= T, then e
+
+MultiStepDecay (He et al. 2016's schedule), with starting LR b, factor g and milestones m_1 < m_2 < ...::
+
+    lr(t) = b * g ** (number of milestones m_i <= t)
 """
 
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["GradualWarmupScheduler", "PolynomialLRDecay"]
+__all__ = ["GradualWarmupScheduler", "MultiStepDecay", "PolynomialLRDecay"]
 
 
 class PolynomialLRDecay(LRScheduler):
@@ -37,6 +41,27 @@ class PolynomialLRDecay(LRScheduler):
         fraction = (1.0 - t / self.max_decay_steps) ** self.power
         return [(base - self.end_learning_rate) * fraction + self.end_learning_rate
                 for base in self.base_lrs]
+
+
+class MultiStepDecay(LRScheduler):
+    """Multiply each group's LR by ``gamma`` at each of ``milestones`` (steps of this scheduler).
+
+    Unlike ``torch.optim.lr_scheduler.MultiStepLR``, which multiplies the current LR, the LR is
+    computed from the step count alone, so it stays right after ``load_state_dict`` and when a
+    warm-up scheduler hands over to it."""
+
+    def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
+        milestones = list(milestones)
+        if not all(isinstance(m, int) and m >= 1 for m in milestones) or milestones != sorted(set(milestones)):
+            raise ValueError(f"MultiStepDecay: milestones must be increasing ints >= 1, got {milestones!r}")
+        if not 0 < gamma <= 1:
+            raise ValueError(f"MultiStepDecay: gamma must be in (0, 1], got {gamma!r}")
+        self.milestones = milestones
+        self.gamma = gamma
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        return [base * self.gamma ** sum(m <= self.last_epoch for m in self.milestones) for base in self.base_lrs]
 
 
 class GradualWarmupScheduler(LRScheduler):

@@ -204,6 +204,14 @@ def summarise(run, recorded):
     return summary
 
 
+def unplanned_records(recorded, summaries):
+    """The recorded runs that no run of the plan stands for (yet): an extra seed of a grid that
+    has grown, or of an LR that is no longer its grid's best. results.json keeps them, as
+    nothing that was trained is dropped; the tables read every run by its settings."""
+    planned = [s["hyperparams"] for s in summaries if s.get("hyperparams")]
+    return [c for c in recorded if all(run_differences(c["hyperparams"], p) for p in planned)]
+
+
 def recorded_runs(results_dir):
     try:
         cells = read_results(results_dir)["cells"]
@@ -286,8 +294,8 @@ def main(argv):
                   f"Continue with: {header['command']}", file=sys.stderr)
             sys.exit(interrupt_exit_status(stop))
         runs, summaries = plan(cell_list, preset, recorded)
-        write_results(results_dir, {**header, "cells": summaries})
-    write_results(results_dir, {**header, "cells": summaries})
+        write_results(results_dir, {**header, "cells": summaries + unplanned_records(recorded, summaries)})
+    write_results(results_dir, {**header, "cells": summaries + unplanned_records(recorded, summaries)})
     lock.close()
     print(f"\n{preset}: results in {results_dir}/")
     sys.exit(1 if failed else 0)

@@ -32,7 +32,7 @@ from data import Batches, DataError, training_data
 from diagnostics import LayerStats
 from lars import LARS
 from models import MODELS, build_model
-from scheduler import GradualWarmupScheduler, PolynomialLRDecay
+from scheduler import GradualWarmupScheduler, MultiStepDecay, PolynomialLRDecay
 from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, NoCheckpointError, checkpoint_path,
                    describe_machine, evaluated, fail, format_accuracies, format_duration, format_settings, hold_lock,
                    init_distributed, interrupt_exit_status, interrupt_name, plural, refuse_if_locked, stop_on_sigterm,
@@ -77,13 +77,17 @@ def build_optimizer(model, cfg):
 
 def build_scheduler(optimizer, cfg, steps_per_epoch):
     """Warm-up over WARMUP_EPOCHS (rounded to whole steps), then poly decay reaching END_LR at the
-    last step, or step decay."""
+    last step, or step decay: at STEP_MILESTONES (epochs from the start, rounded to whole steps),
+    else every STEP_EPOCHS after warm-up."""
     warmup_steps = round(cfg.WARMUP_EPOCHS * steps_per_epoch)
     total_steps = cfg.NUM_EPOCHS * steps_per_epoch
     if cfg.LR_SCHEDULE == "poly":
         after = PolynomialLRDecay(optimizer, max(1, total_steps - 1 - warmup_steps), cfg.END_LR, cfg.POLY_POWER)
     else:
-        after = torch.optim.lr_scheduler.StepLR(optimizer, cfg.STEP_EPOCHS * steps_per_epoch, cfg.STEP_GAMMA)
+        every = cfg.STEP_EPOCHS * steps_per_epoch
+        milestones = ([round(m * steps_per_epoch) - warmup_steps for m in cfg.STEP_MILESTONES]
+                      if cfg.STEP_MILESTONES is not None else range(every, total_steps - warmup_steps, every))
+        after = MultiStepDecay(optimizer, milestones, cfg.STEP_GAMMA)
     return GradualWarmupScheduler(optimizer, cfg.WARMUP_MULTIPLIER, warmup_steps, after)
 
 

@@ -107,59 +107,74 @@ def test_the_original_recipe_is_cpu_sweep_alone_with_a_grid_of_lrs_spaced_2x(mon
 STUDY200 = [*RECIPE, "configs/study200.py"]
 
 
-def test_the_200_epoch_study_is_its_recipes_runs_at_200_epochs_on_the_issues_grid(monkeypatch):
+def study200_cells(monkeypatch):
+    """{(batch, with LARS, recipe): (grid runs, extra-seed runs)} of configs/study200.py."""
     monkeypatch.chdir(ROOT)
+    return {(b, lars, cfg.RECIPE): (grid, seeds) for (b, lars, _, cfg), grid, seeds in sweep_runs(STUDY200)}
+
+
+def test_the_200_epoch_study_gives_both_optimizers_one_recipe_and_grids_of_four_lrs_spaced_2x(monkeypatch):
+    cells = study200_cells(monkeypatch)
+    assert sorted(cells) == [(128, False, "calibration"), (128, False, "no_zero_init"), (128, True, "no_zero_init"),
+                             (8192, False, "no_zero_init"), (8192, False, "original"), (8192, True, "no_zero_init")]
     cfg = load_config(STUDY200)
-    assert cfg.SWEEP_BATCH_SIZES == [8192, 128] and cfg.SWEEP_BREADTH_FIRST and cfg.SWEEP_TARGETS == [70, 80, 90]
-    runs = {}
-    for (batch_size, with_lars, _, cell_cfg), grid, seeds in sweep_runs(STUDY200):
-        assert cell_cfg.RECIPE in RECIPE_CHANGES or cell_cfg.RECIPE == "original"
-        runs[batch_size, with_lars] = grid, seeds
+    assert cfg.SWEEP_BATCH_SIZES == [128, 8192] and cfg.SWEEP_BREADTH_FIRST and cfg.SWEEP_TARGETS == [70, 80, 90]
+    for (batch_size, with_lars, recipe), (grid, seeds) in cells.items():
+        if recipe == "calibration":
+            continue
         for run in grid + seeds:
             assert (run.cfg.NUM_EPOCHS, run.cfg.VALIDATION_SIZE, run.cfg.EVAL_EVERY) == (200, 5000, 2)
             # the recipe run at the same LR and seed: the same settings but the budget
             same = load_config([a for a in run.args if a != "configs/study200.py"])
             differs = {k for k, v in vars(run.cfg).items() if v != getattr(same, k)}
             assert differs <= {"NUM_EPOCHS", "EVAL_EVERY"} | {k for k in differs if k.startswith("SWEEP_")}, differs
+        peaks = sorted(peak_lr(run.cfg) * (run.cfg.TRUST_COEF if with_lars else 1) for run in grid)
+        assert len(peaks) >= 4 and all(b / a == pytest.approx(2.0) for a, b in zip(peaks, peaks[1:])), peaks
+        assert [run.cfg.SEED for run in seeds] == ([1, 2] if recipe == "no_zero_init" else [1])
+    # the issue's grids at batch 128 reach down to the common ResNet-20 recipe's LR
+    assert min(peak_lr(r.cfg) for r in cells[128, False, "no_zero_init"][0]) == pytest.approx(0.05)
+    assert min(peak_lr(r.cfg) * r.cfg.TRUST_COEF for r in cells[128, True, "no_zero_init"][0]) == pytest.approx(0.0025)
+    assert max(peak_lr(r.cfg) * r.cfg.TRUST_COEF for r in cells[8192, True, "no_zero_init"][0]) == pytest.approx(0.16)
+
+
+def test_the_calibration_run_is_he_et_al_s_resnet20_recipe(monkeypatch):
+    (run,), seeds = study200_cells(monkeypatch)[128, False, "calibration"]
+    cfg = run.cfg
+    assert not seeds and (cfg.MODEL, cfg.BATCH_SIZE, cfg.WITH_LARS, cfg.VALIDATION_SIZE) == ("resnet20", 128, False, 5000)
+    assert (cfg.LR, cfg.WARMUP_EPOCHS, cfg.MOMENTUM, cfg.WEIGHT_DECAY) == (0.1, 0, 0.9, 1e-4)
+    assert (cfg.LR_SCHEDULE, cfg.STEP_MILESTONES, cfg.STEP_GAMMA, cfg.NUM_EPOCHS) == ("step", [91, 137], 0.1, 182)
+    assert (cfg.LABEL_SMOOTHING, cfg.ZERO_INIT_RESIDUAL, cfg.EXCLUDE_BN_BIAS) == (0.0, False, False)
+    # 32k, 48k and 64k iterations of He et al. on 45,000 training images, 351 steps per epoch
+    assert [round(k / 351) for k in (32_000, 48_000, 64_000)] == [*cfg.STEP_MILESTONES, cfg.NUM_EPOCHS]
+
+
+def test_the_200_epoch_study_brackets_every_finished_grid_s_best_on_validation(monkeypatch):
+    # a finished grid whose best (on validation) is its smallest or largest LR must be extended
+    # (the sweep holds back that cell's seeds until it is)
+    recorded = read_results(os.path.join(ROOT, "results/study200"))["cells"]
+    for (batch_size, with_lars, recipe), (grid, _) in study200_cells(monkeypatch).items():
         peaks = [peak_lr(run.cfg) for run in grid]
-        centre = peaks[0]
-        assert peaks[:3] == pytest.approx([centre, centre / 2, centre * 2] if batch_size == 8192 else [centre])
-        for i, peak in enumerate(peaks[3:], 3):  # an extension goes on doubling, or halving, past an edge
-            assert peak in (pytest.approx(max(peaks[:i]) * 2), pytest.approx(min(peaks[:i]) / 2)), peaks
-        assert len(seeds) == 1
-    assert sorted(runs) == [(128, False), (128, True), (8192, False), (8192, True)]
-
-
-def test_the_200_epoch_study_extends_a_grid_exactly_where_its_best_is_at_an_edge(monkeypatch):
-    # The issue's rule, checked against the runs results/study200 records: each extension LR
-    # follows a grid whose best (on validation) was the edge it extends, and a finished grid
-    # whose best is at an edge has its extension (else the sweep holds back that cell's seeds).
-    monkeypatch.chdir(ROOT)
-    recorded = read_results("results/study200")["cells"]
-    for (batch_size, with_lars, _, cell_cfg), grid, _ in sweep_runs(STUDY200):
-        peaks = [peak_lr(run.cfg) for run in grid]
-        cell_runs = [c for c in recorded if c["role"] == "grid" and (c["batch_size"], c["with_lars"], c["recipe"])
-                     == (batch_size, with_lars, cell_cfg.RECIPE)]
-
-        def finished_best(grid_peaks):
-            runs = [c for c in cell_runs if any(c["peak_lr"] == pytest.approx(p) for p in grid_peaks)]
-            done = len(runs) == len(grid_peaks) and all(c["status"] in DONE for c in runs)
-            return best_grid_run(runs) if done else None
-
-        for i in range(3, len(peaks)):
-            best = finished_best(peaks[:i])
-            edge = max(peaks[:i]) if peaks[i] > max(peaks[:i]) else min(peaks[:i])
-            assert best is not None and best["peak_lr"] == pytest.approx(edge), (batch_size, with_lars, peaks[i])
-        best = finished_best(peaks)
+        runs = [c for c in recorded if c["role"] == "grid" and c["seed"] == 0 and
+                (c["batch_size"], c["with_lars"], c["recipe"]) == (batch_size, with_lars, recipe)
+                and any(c["peak_lr"] == pytest.approx(p) for p in peaks)]
+        if len(runs) < len(peaks) or not all(c["status"] in DONE for c in runs):
+            continue
+        best = best_grid_run(runs)
         assert best is None or not at_grid_edge(best, [{"peak_lr": p} for p in peaks]), \
-            f"batch {batch_size}, LARS {with_lars}: best at the edge {best['peak_lr']:g}; extend the grid"
+            f"batch {batch_size}, LARS {with_lars}, {recipe}: best at the edge {best['peak_lr']:g}; extend the grid"
 
 
-def test_the_200_epoch_study_centres_on_the_recipe_runs_choice_on_validation(monkeypatch):
-    # results/recipe's ranking (validation top-1, mean over seeds) picks each cell's recipe; the
-    # centre is that recipe's best peak LR there (for "original", its grid's best)
-    monkeypatch.chdir(ROOT)
-    ranking = recipe_ranking(read_results("results/recipe"))
-    for (batch_size, with_lars, _, cell_cfg), grid, _ in sweep_runs(STUDY200):
-        _, recipe, best, _ = ranking[batch_size, with_lars][0]
-        assert (cell_cfg.RECIPE, peak_lr(grid[0].cfg)) == (recipe, pytest.approx(best["peak_lr"])), (batch_size, with_lars)
+def test_the_200_epoch_study_starts_each_grid_at_the_recipe_runs_choice_on_validation(monkeypatch):
+    # results/recipe's ranking (validation top-1, mean over seeds) chose no_zero_init for three
+    # cells and "original" for SGD at 8192; no_zero_init, the one recipe of the answer, also runs
+    # there. Each recipe's grid starts at its best peak LR of the 20-epoch runs (for "original" at
+    # 8192, its grid's best).
+    ranking = recipe_ranking(read_results(os.path.join(ROOT, "results/recipe")))
+    cells = study200_cells(monkeypatch)
+    for (batch_size, with_lars), ranked in ranking.items():
+        if batch_size not in (128, 8192):
+            continue
+        _, chosen, best, _ = ranked[0]
+        grid, _ = cells[batch_size, with_lars, chosen]
+        assert peak_lr(grid[0].cfg) == pytest.approx(best["peak_lr"]), (batch_size, with_lars)
+        assert (batch_size, with_lars, "no_zero_init") in cells

@@ -6,9 +6,10 @@ import warnings
 import pytest
 import torch
 
-from scheduler import GradualWarmupScheduler, PolynomialLRDecay
+from scheduler import GradualWarmupScheduler, MultiStepDecay, PolynomialLRDecay
 
 BASE, MULT, WARMUP, DECAY, END, POWER = 0.1, 2.0, 6, 13, 1e-4, 2.0
+MILESTONES, GAMMA = [3, 4, 11], 0.2  # steps after warm-up; 3 and 4 adjacent
 
 
 def make(opt=None, after="poly"):
@@ -17,6 +18,8 @@ def make(opt=None, after="poly"):
         after_scheduler = PolynomialLRDecay(opt, DECAY, END, POWER)
     elif after == "step":
         after_scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.1)
+    elif after == "multistep":
+        after_scheduler = MultiStepDecay(opt, MILESTONES, GAMMA)
     else:
         after_scheduler = None
     return opt, GradualWarmupScheduler(opt, MULT, WARMUP, after_scheduler)
@@ -30,6 +33,8 @@ def closed_form(t, after="poly"):
         return (BASE * MULT - END) * (1 - min(j, DECAY) / DECAY) ** POWER + END
     if after == "step":
         return BASE * MULT * 0.1 ** (j // 4)
+    if after == "multistep":
+        return BASE * MULT * GAMMA ** len([m for m in MILESTONES if m <= j])
     return BASE * MULT
 
 
@@ -42,7 +47,7 @@ def lr_curve(opt, scheduler, steps):
     return lrs
 
 
-@pytest.mark.parametrize("after", ["poly", "step", None])
+@pytest.mark.parametrize("after", ["poly", "step", "multistep", None])
 def test_curve_matches_closed_form_without_warnings(after):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -66,8 +71,8 @@ def test_poly_alone_closed_form():
     assert lr_curve(opt, scheduler, 12) == pytest.approx([0.39 * (1 - t / 10) + 0.01 for t in range(11)] + [0.01])
 
 
-@pytest.mark.parametrize("after", ["poly", "step"])
-@pytest.mark.parametrize("stop", [3, WARMUP, WARMUP + 5])
+@pytest.mark.parametrize("after", ["poly", "step", "multistep"])
+@pytest.mark.parametrize("stop", [3, WARMUP, WARMUP + 4, WARMUP + 5])
 def test_state_dict_round_trip_continues_the_curve(after, stop):
     opt, scheduler = make(after=after)
     lr_curve(opt, scheduler, stop)
@@ -104,3 +109,12 @@ def test_poly_arguments_are_validated():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=BASE)
     with pytest.raises(ValueError, match="max_decay_steps"):
         PolynomialLRDecay(opt, 0)
+
+
+def test_multistep_alone_closed_form_and_its_arguments_are_validated():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = MultiStepDecay(opt, [2, 5], 0.1)
+    assert lr_curve(opt, scheduler, 7) == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001], rel=1e-12)
+    for milestones, gamma in [([5, 2], 0.1), ([0, 3], 0.1), ([2, 2], 0.1), ([2.5], 0.1), ([2], 1.5), ([2], 0.0)]:
+        with pytest.raises(ValueError, match="MultiStepDecay"):
+            MultiStepDecay(opt, milestones, gamma)

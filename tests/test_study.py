@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import hyperparams
-from config import load_config, run_differences
+from config import ConfigError, load_config, run_differences, validate
 from data import load_cifar10
 from models import MODELS, build_model
 from results import at_grid_edge, best_grid_run, markdown, steps_to_target
@@ -189,3 +189,34 @@ def test_a_fractional_warm_up_reaches_the_peak_at_the_rounded_step(warmup_epochs
         optimizer.step()
         scheduler.step()
     assert lrs.index(max(lrs)) == peak_step and max(lrs) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("warmup_epochs", [0, 2])
+def test_step_milestones_decay_at_those_epochs_counted_from_the_start(warmup_epochs):
+    # He et al.'s schedule: LR / 10 after epochs 91 and 137 of 182, here on 3 steps per epoch
+    cfg = load_config(["--lr_schedule=step", "--step_milestones=[91, 137]", "--num_epochs=182",
+                       f"--warmup_epochs={warmup_epochs}", "--warmup_multiplier=2", "--lr=0.05"])
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.LR)
+    scheduler = build_scheduler(optimizer, cfg, 3)
+    lrs = []
+    for _ in range(182 * 3):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    warmup = warmup_epochs * 3
+    expected = [0.05 * (1 + t / warmup) if t < warmup else 0.1 * 0.1 ** ((t >= 91 * 3) + (t >= 137 * 3))
+                for t in range(182 * 3)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--step_milestones=[91, 137]"], 'unless LR_SCHEDULE = "step"'),
+    (["--lr_schedule=step", "--step_milestones=[137, 91]"], "increasing epochs"),
+    (["--lr_schedule=step", "--step_milestones=[91, 91]"], "increasing epochs"),
+    (["--lr_schedule=step", "--step_milestones=[3]", "--warmup_epochs=5"], "after WARMUP_EPOCHS"),
+    (["--lr_schedule=step", "--step_milestones=[200]"], "before NUM_EPOCHS"),
+    (["--lr_schedule=step", "--step_milestones=[]"], "increasing epochs"),
+])
+def test_step_milestones_that_cannot_run_are_refused_naming_the_setting(argv, match):
+    with pytest.raises(ConfigError, match=match):
+        validate(load_config(argv), 1, ("resnet50_imagenet",))

@@ -278,3 +278,28 @@ def test_breadth_first_runs_each_cells_first_lr_then_the_next_then_the_extra_see
     else:  # cell by cell: its grid, then its seed
         assert order == [first[0], second[0], third[0], seeds[0], first[1], second[1], third[1], seeds[1],
                          small[0], seeds[2], small[1], seeds[3]]
+
+
+def test_a_recorded_run_the_plan_no_longer_asks_for_stays_in_results_json():
+    import sweep
+    record = {"hyperparams": {"SEED": 1, "LR": 0.1}, "status": "finished"}
+    planned = [{"hyperparams": {"SEED": 0, "LR": 0.1}}, {"status": "not run"}]
+    assert sweep.unplanned_records([record], planned) == [record]
+    assert sweep.unplanned_records([record], [*planned, {"hyperparams": {"SEED": 1, "LR": 0.1}}]) == []
+    # operational settings (paths, the sweep's lists) do not make it another run
+    moved = {"hyperparams": {"SEED": 1, "LR": 0.1, "CHECKPOINT_DIR": "elsewhere"}}
+    assert sweep.unplanned_records([record], [moved]) == []
+
+
+def test_every_run_results_study200_records_is_planned_or_kept(monkeypatch):
+    # the grown study200 plan holds back the extra seeds of grids not yet done; their recorded
+    # runs must still be written to results.json with the rest
+    import sweep
+    monkeypatch.chdir(ROOT)
+    args = ["configs/cpu_sweep.py", "configs/large_batch.py", "configs/recipe.py", "configs/study200.py"]
+    recorded = sweep.recorded_runs("results/study200")
+    cells = list(sweep.cells(args, load_config(args), "study200"))
+    _, summaries = sweep.plan(cells, "study200", recorded)
+    written = [c for c in summaries if c["status"] in ("finished", "diverged")] + sweep.unplanned_records(recorded, summaries)
+    assert len(recorded) >= 14 and sorted(map(json.dumps, recorded)) == sorted(
+        json.dumps({k: c[k] for k in recorded[0]}) for c in written)
