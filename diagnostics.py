@@ -71,7 +71,9 @@ class LayerStats:
 
 
 def _norm(t):
-    return torch.linalg.vector_norm(t, dtype=torch.float32)
+    """The whole tensor's norm; of a sharded one (a DTensor, FSDP2's parameters), the full tensor's."""
+    norm = torch.linalg.vector_norm(t, dtype=torch.float32)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 def empty_records(names, ndims):

@@ -40,6 +40,13 @@ one-element tensor, as with ``torch.optim.SGD``, so that a compiled step does no
 when it changes. A step that raises (a sparse gradient) changes nothing. With
 ``torch.amp.GradScaler``, ``scaler.step(optimizer)`` unscales the gradients before ``step()``
 runs, so the trust ratio sees true gradients, and a step with inf/nan gradients is skipped whole.
+
+Sharded parameters (``DTensor``, as ``torch.distributed.fsdp.fully_shard`` (FSDP2) makes them):
+every norm is the full tensor's, computed with DTensor operations (one all-reduce for the stacked
+norms of a device mesh in the multi-tensor version, one per norm in the per-tensor loop), and each
+process then updates its own shard with the same step sizes, so a sharded model steps exactly as
+the unsharded one. The momentum buffers are DTensors sharded like their parameters, so the
+state dict is what ``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict`` expects.
 """
 
 import torch
@@ -114,11 +121,8 @@ class LARS(Optimizer):
                 continue
             for p in group["params"]:
                 if p.grad is not None:
-                    dtype = _norm_dtype(p.dtype)
-                    ratios[p] = _trust_ratio(torch.linalg.vector_norm(p, dtype=dtype),
-                                             torch.linalg.vector_norm(p.grad, dtype=dtype),
-                                             weight_decay=group["weight_decay"], trust_coef=group["trust_coef"],
-                                             eps=group["eps"])
+                    ratios[p] = _trust_ratio(_full_norm(p), _full_norm(p.grad), weight_decay=group["weight_decay"],
+                                             trust_coef=group["trust_coef"], eps=group["eps"])
         return ratios
 
     def _refuse_sparse_gradients(self):
@@ -185,22 +189,42 @@ def _norm_dtype(dtype):
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else None
 
 
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def _is_sharded(t):
+    """A DTensor (torch.distributed.tensor), recognised without importing torch.distributed;
+    ordinary tensors and parameters answer at the first test."""
+    return type(t) not in _PLAIN_TYPES and hasattr(t, "device_mesh") and hasattr(t, "to_local")
+
+
+def _local(t):
+    """A DTensor's shard on this process, a view that in-place updates write through; other
+    tensors as they are."""
+    return t.to_local() if _is_sharded(t) else t
+
+
+def _full_norm(t):
+    """The L2 norm of the whole tensor as a 0-dim plain tensor, on every process alike."""
+    norm = torch.linalg.vector_norm(t, dtype=_norm_dtype(t.dtype))
+    return norm.full_tensor() if _is_sharded(norm) else norm
+
+
 def _single_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust_coef, eps,
                         nesterov, trust_clip, adapt):
     """The readable version: one tensor at a time, s as a 0-dim tensor."""
     for i, (w, g) in enumerate(zip(params, grads)):
-        d = g.add(w, alpha=weight_decay) if weight_decay != 0.0 else g
         if adapt:
-            dtype = _norm_dtype(w.dtype)
-            s = _step_sizes(torch.linalg.vector_norm(w, dtype=dtype), torch.linalg.vector_norm(g, dtype=dtype),
-                            lr=lr, weight_decay=weight_decay, trust_coef=trust_coef, eps=eps,
-                            trust_clip=trust_clip)
-        else:
+            s = _step_sizes(_full_norm(w), _full_norm(g), lr=lr, weight_decay=weight_decay,
+                            trust_coef=trust_coef, eps=eps, trust_clip=trust_clip)
+        w, g = _local(w), _local(g)  # a sharded tensor: this process's shard, with the full tensor's s
+        if not adapt:
             s = _as_tensor(lr, w)
+        d = g.add(w, alpha=weight_decay) if weight_decay != 0.0 else g
         if momentum == 0.0:
             w.addcmul_(d, s, value=-1.0)
             continue
-        v = bufs[i]
+        v = _local(bufs[i])
         v.mul_(momentum).addcmul_(d, s)
         if nesterov:
             w.addcmul_(d, s, value=-1.0).add_(v, alpha=-momentum)
@@ -210,18 +234,30 @@ def _single_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trus
 
 def _multi_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust_coef, eps,
                        nesterov, trust_clip, adapt):
-    """All norms and step sizes at once per device and dtype, then the updates."""
-    grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, bufs or [None] * len(params)])
-    for (device, _), ((ws, gs, vs), _) in grouped.items():
+    """All norms and step sizes at once per device, dtype and device mesh, then the updates."""
+    for device, ws, gs, vs in _buckets(params, grads, bufs):
         if adapt:
             s = _step_sizes(_norms(ws), _norms(gs), lr=lr, weight_decay=weight_decay,
                             trust_coef=trust_coef, eps=eps, trust_clip=trust_clip)
-        else:
+        if _is_sharded(ws[0]):  # each process updates its shard with the full tensors' step sizes
+            ws, gs, vs = [_local(w) for w in ws], [_local(g) for g in gs], [_local(v) for v in vs]
+        if not adapt:
             s = _as_tensor(lr, ws[0]).expand(len(ws))
         if _host_scalars_are_free(device):
             _update_with_host_scalars(ws, gs, vs, s.tolist(), momentum, weight_decay, nesterov)
         else:
             _update_with_foreach(ws, gs, vs, list(s.unbind()), momentum, weight_decay, nesterov)
+
+
+def _buckets(params, grads, bufs):
+    """(device, params, grads, momentum buffers) of the tensors that share a device, a dtype and,
+    for sharded ones, a device mesh: the tensors whose norms can be stacked."""
+    buckets = {}
+    for i, w in enumerate(params):
+        buckets.setdefault((w.device, w.dtype, w.device_mesh if _is_sharded(w) else None), []).append(i)
+    for (device, _, _), index in buckets.items():
+        yield (device, [params[i] for i in index], [grads[i] for i in index],
+               [bufs[i] for i in index] if bufs else [None] * len(index))
 
 
 def _host_scalars_are_free(device):
@@ -232,7 +268,10 @@ def _host_scalars_are_free(device):
 
 
 def _norms(tensors):
-    """Stacked L2 norms. On the CPU a BLAS dot is about twice as fast as the norm kernel."""
+    """Stacked L2 norms of the whole tensors, as a plain tensor. Sharded tensors: one all-reduce
+    for all of them. On the CPU a BLAS dot is about twice as fast as the norm kernel."""
+    if _is_sharded(tensors[0]):
+        return torch.stack(torch._foreach_norm(tensors, 2, dtype=_norm_dtype(tensors[0].dtype))).full_tensor()
     if tensors[0].device.type == "cpu" and tensors[0].dtype in (torch.float32, torch.float64):
         flats = [_flat_view(t) for t in tensors]
         return torch.stack([torch.dot(f, f) for f in flats]).sqrt()
