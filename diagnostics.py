@@ -21,7 +21,8 @@ FIELDS = ("w_norm", "g_norm", "trust_ratio", "update_ratio")
 
 
 class LayerStats:
-    """Gathers the statistics of ``model``'s parameters around ``optimizer.step()``."""
+    """Gathers the statistics of ``model``'s parameters around ``optimizer.step()``; LARS's trust
+    ratios are read by the model's parameter names, so build it from ``model.named_parameters()``."""
 
     def __init__(self, model, optimizer, every):
         named = list(model.named_parameters())
@@ -44,7 +45,7 @@ class LayerStats:
         g_norm = torch.stack([_norm(p.grad) if p.grad is not None else zero for p in self.params])
         ratios = self.optimizer.trust_ratios() if hasattr(self.optimizer, "trust_ratios") else {}
         nan = torch.full((), math.nan, device=zero.device)
-        trust = torch.stack([ratios[p].float() if p in ratios else nan for p in self.params])
+        trust = torch.stack([ratios[name].float() if name in ratios else nan for name in self.names])
         return w_norm, g_norm, trust, [p.detach().clone() for p in self.params]
 
     @torch.no_grad()

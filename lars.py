@@ -112,17 +112,21 @@ class LARS(Optimizer):
 
     @torch.no_grad()
     def trust_ratios(self):
-        """{parameter: its local LR (the trust ratio, before the global LR) as a 0-dim tensor}
-        for every tensor that LARS adapts and that has a gradient, from the current weights and
-        gradients: the values the next ``step()`` uses. For diagnostics; reads nothing on the host."""
+        """{name: local LR (the trust ratio, before the global LR) as a 0-dim tensor} for every
+        tensor that LARS adapts and that has a gradient, from the current weights and gradients:
+        the values the next ``step()`` uses. Keyed by the parameter's name where the optimizer was
+        given names (``LARS(model.named_parameters(), ...)``, kept in each group's
+        ``param_names``), else by "group.position" ("0.3": the fourth tensor of the first group).
+        For diagnostics; reads nothing on the host."""
         ratios = {}
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             if not group["adapt"]:
                 continue
-            for p in group["params"]:
+            names = group.get("param_names") or [f"{index}.{position}" for position in range(len(group["params"]))]
+            for name, p in zip(names, group["params"]):
                 if p.grad is not None:
-                    ratios[p] = _trust_ratio(_full_norm(p), _full_norm(p.grad), weight_decay=group["weight_decay"],
-                                             trust_coef=group["trust_coef"], eps=group["eps"])
+                    ratios[name] = _trust_ratio(_full_norm(p), _full_norm(p.grad), weight_decay=group["weight_decay"],
+                                                trust_coef=group["trust_coef"], eps=group["eps"])
         return ratios
 
     def _refuse_sparse_gradients(self):

@@ -64,10 +64,12 @@ def test_accuracy(network, test_set, make_autocast, process=None):
 
 
 def build_optimizer(model, cfg):
-    groups = [{"params": list(model.parameters())}]
+    """SGD or LARS over the model's named parameters (LARS's trust ratios are keyed by name)."""
+    named = list(model.named_parameters())
+    groups = [{"params": named}]
     if cfg.EXCLUDE_BN_BIAS:  # biases and norm weights are the 1-d tensors of these models
-        groups = [{"params": [p for p in model.parameters() if p.ndim > 1]},
-                  {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0,
+        groups = [{"params": [(n, p) for n, p in named if p.ndim > 1]},
+                  {"params": [(n, p) for n, p in named if p.ndim <= 1], "weight_decay": 0.0,
                    **({"adapt": False} if cfg.WITH_LARS else {})}]
     if not cfg.WITH_LARS:
         return torch.optim.SGD(groups, lr=cfg.LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY)

@@ -44,11 +44,12 @@ def make_model():
 
 def make_optimizer(model, options):
     options = {**OPTIONS, **options}
+    named = list(model.named_parameters())
     if options.pop("unadapted_biases", False):  # the exclusion: biases neither decayed nor adapted
-        params = [{"params": [p for p in model.parameters() if p.ndim > 1]},
-                  {"params": [p for p in model.parameters() if p.ndim == 1], "adapt": False, "weight_decay": 0.0}]
+        params = [{"params": [(n, p) for n, p in named if p.ndim > 1]},
+                  {"params": [(n, p) for n, p in named if p.ndim == 1], "adapt": False, "weight_decay": 0.0}]
     else:
-        params = model.parameters()
+        params = named
     return LARS(params, **options)
 
 
@@ -103,7 +104,7 @@ def trust_ratio_result(rank):
         x, y = batch(0, half)
         torch.nn.functional.cross_entropy(net(x), y).backward()
         ratios = make_optimizer(net, {}).trust_ratios()
-        results.append([ratios[p] for p in net.parameters()])
+        results.append([ratios[name] for name, _ in net.named_parameters()])
     return {"max_difference": max(abs(a.item() - b.item()) for a, b in zip(*results)),
             "plain_tensors": all(type(r) is torch.Tensor for r in results[1])}
 

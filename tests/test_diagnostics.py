@@ -76,10 +76,10 @@ def test_trust_ratios_are_the_ones_the_step_uses():
                weight_decay=1e-3, trust_coef=0.02)
     adapted.grad, plain.grad = torch.randn(5, 4), torch.randn(4)
     ratios = opt.trust_ratios()
-    assert set(ratios) == {adapted}
+    assert set(ratios) == {"0.0"}, "without names: group and position; the unadapted group has none"
     before = adapted.detach().clone()
     opt.step()  # momentum 0: w -= lr * ratio * (g + wd * w)
-    expected = before - 0.5 * ratios[adapted] * (adapted.grad + 1e-3 * before)
+    expected = before - 0.5 * ratios["0.0"] * (adapted.grad + 1e-3 * before)
     torch.testing.assert_close(adapted.detach(), expected)
 
 
@@ -129,3 +129,22 @@ def test_val_shows_the_tables_and_the_figure_and_a_resumed_run_records_the_same(
     assert "epoch 1, step 0:" in shown.stdout and "epoch 3, step 12:" in shown.stdout
     assert "| trust ratio | rel. update" in shown.stdout and "fc.weight" in shown.stdout
     assert (tmp_path / "a" / "withLars-16-layers.png").stat().st_size > 0
+
+
+def test_trust_ratios_are_keyed_by_name_and_print_as_names_and_numbers():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    named = list(model.named_parameters())
+    opt = LARS([{"params": [(n, p) for n, p in named if p.ndim > 1]},
+                {"params": [(n, p) for n, p in named if p.ndim == 1], "adapt": False}], lr=0.5, trust_coef=0.02)
+    model(torch.randn(5, 4)).sum().backward()
+    ratios = opt.trust_ratios()
+    assert list(ratios) == ["0.weight", "1.weight"]
+    printed = str(ratios)  # which layer and its value, not the weights
+    assert "'0.weight': tensor(" in printed and "Parameter" not in printed and len(printed) < 80
+    # a state dict saved without names (an older checkpoint) keeps the names the optimizer has
+    # (torch.optim.Optimizer.load_state_dict does so)
+    unnamed = LARS([{"params": [p for _, p in named if p.ndim > 1]},
+                    {"params": [p for _, p in named if p.ndim == 1], "adapt": False}], lr=0.5, trust_coef=0.02)
+    opt.load_state_dict(unnamed.state_dict())
+    assert list(opt.trust_ratios()) == ["0.weight", "1.weight"]
