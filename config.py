@@ -12,6 +12,7 @@ import difflib
 import inspect
 import os
 import re
+import signal
 import sys
 import textwrap
 import types
@@ -258,6 +259,22 @@ def _require(cfg, name, ok, allowed):
 HELP_FLAGS = ("-h", "--help")
 HELP_WIDTH = 100
 ROOT = os.path.dirname(os.path.abspath(hyperparams.__file__))
+
+
+def start_command(script_doc, argv):
+    """What every command does first, before it imports torch (which takes seconds): answer
+    -h/--help at once, end quietly when its output is closed early (``| head``: the default
+    action of SIGPIPE, as for any Unix tool), and end with one line on Ctrl-C until main() takes
+    over the signals (utils.handle_interrupts)."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    exit_with_help_if_asked(script_doc, argv)
+
+
+def _interrupted_while_starting(signum, frame):
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 def exit_with_help_if_asked(script_doc, argv):

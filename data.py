@@ -106,6 +106,20 @@ def channel_stats(images):
 
 # --- sources -------------------------------------------------------------------------------
 
+def cifar10_layout(data_dir):
+    """Which CIFAR-10 ``data_dir`` holds, without reading or downloading it: "image folders"
+    (train/ and test/, here or in a cifar10/ folder inside), "torchvision" (the official release
+    as torchvision downloads it), or None."""
+    data_dir = os.path.expanduser(data_dir)
+    if any(_is_image_folder(d) for d in (data_dir, os.path.join(data_dir, "cifar10"))):
+        return "image folders"
+    batches = os.path.join(data_dir, "cifar-10-batches-py")
+    if all(os.path.isfile(os.path.join(batches, f"data_batch_{i}")) for i in range(1, 6)) and \
+            os.path.isfile(os.path.join(batches, "test_batch")):
+        return "torchvision"
+    return None
+
+
 def _no_data_message(data_dir):
     return (f"no CIFAR-10 found in DATA_DIR={data_dir!r}. Either unpack the image folders there "
             f"(tar xzf cifar10-jpg.tar.gz gives cifar10/train/<class>/*.jpg and cifar10/test/...; "

@@ -32,10 +32,10 @@ SIGTERM.
 
 import sys
 
-from config import exit_with_help_if_asked
+from config import start_command
 
-if __name__ == "__main__":  # help before torch is imported, which takes seconds
-    exit_with_help_if_asked(__doc__, sys.argv[1:])
+if __name__ == "__main__":  # help, and quiet signals, before torch is imported
+    start_command(__doc__, sys.argv[1:])
 
 import os
 import re
@@ -44,15 +44,16 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
-from config import ConfigError, constants, load_config, peak_lr, run_differences, validate
+from config import ConfigError, constants, exit_with_help_if_asked, load_config, peak_lr, run_differences, validate
 from models import MODELS
 from results import DONE, at_grid_edge, best_grid_run, cell_summary, read_results, write_results
-from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, checkpoint_path, fail, hold_lock,
-                   Terminated, interrupt_exit_status, interrupt_name, stop_on_sigterm)
+from estimate import run_seconds, seconds_per_image, too_long_warning
+from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, Process, Terminated, checkpoint_path, fail,
+                   handle_interrupts, hold_lock, interrupt_exit_status, interrupt_name, pick_device, plural)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 RECIPE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-SWEEP_LOCK = ".sweep.lock"  # held in the results directory while a sweep runs (git-ignored)
+SWEEP_LOCK = ".sweep.lock"  # RESULTS_DIR/.<preset>.sweep.lock, held while a sweep runs (git-ignored)
 
 
 @dataclass
@@ -221,15 +222,14 @@ def recorded_runs(results_dir):
 
 
 def run_cell(args, status):
-    """Train one run (resuming a partial one); True unless train.py failed for another reason
-    than divergence."""
+    """Train one run (resuming a partial one); train.py's exit status."""
     command = [sys.executable, os.path.join(ROOT, "train.py"), *args]
     if status == "partial":
         command.append("--resume=True")
     print(f"\n$ {shlex.join(command)}", flush=True)
     process = subprocess.Popen(command)
     try:
-        return process.wait() in (0, EXIT_DIVERGED)
+        return process.wait()
     except KeyboardInterrupt as stop:
         stop_child(process, signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
         raise
@@ -250,16 +250,69 @@ def stop_child(process, passed_on):
 
 
 def describe(run):
-    text = f"batch {run.batch_size}, LARS {run.with_lars}" + (f", recipe {run.cfg.RECIPE}" if run.cfg.RECIPE else "")
+    text = f"batch {run.batch_size}, {'LARS' if run.with_lars else 'SGD'}" + (f", recipe {run.cfg.RECIPE}" if run.cfg.RECIPE else "")
     if run.cfg.SWEEP_PEAK_LRS is not None:
         text += f", peak LR {peak_lr(run.cfg):g}"
-    return text + (f", seed {run.cfg.SEED}" if run.role == "seed" else "")
+    return text + f", seed {run.cfg.SEED}"
+
+
+def in_order(pending, breadth_first):
+    """The pending (run, summary) pairs in the order the sweep will train them."""
+    return sorted(pending, key=lambda item: item[0].rank) if breadth_first else list(pending)
+
+
+def print_plan(preset, runs, summaries, cfg, command):
+    """Before the first run: what is recorded (skipped), what will train and in which order, the
+    model and epochs, how long on this CPU, and how to continue."""
+    for run, summary in zip(runs, summaries):
+        if summary["status"] in DONE:
+            print(f"{preset}: {describe(run)}: {summary['status']}, skipped")
+    pending = in_order([(r, s) for r, s in zip(runs, summaries) if s["status"] not in DONE], cfg.SWEEP_BREADTH_FIRST)
+    models = sorted({run.cfg.MODEL for run, _ in pending} or {cfg.MODEL})
+    epochs = sorted({run.cfg.NUM_EPOCHS for run, _ in pending} or {cfg.NUM_EPOCHS})
+    print(f"{preset}: {plural(len(pending), 'run')} to train ({', '.join(models)}, "
+          f"{'-'.join(map(str, epochs[::len(epochs) - 1 or 1]))} epochs each), in this order:")
+    for number, (run, summary) in enumerate(pending, 1):
+        progress = f" (resumes at epoch {summary['epochs_done']})" if summary["status"] == "partial" else ""
+        print(f"  {number:3d}. {describe(run)}, {run.cfg.NUM_EPOCHS} epochs{progress}")
+    if any(run.cfg.SWEEP_EXTRA_SEEDS for run, _ in pending):
+        print(f"{preset}: then, as each grid finishes with its best LR inside it, that LR again with its "
+              f"preset's extra seeds (SWEEP_EXTRA_SEEDS)")
+    print(f"{preset}: stop it at any time (Ctrl-C); the same command continues: {command}", flush=True)
+    return pending
+
+
+def warn_if_too_long(pending):
+    """On the CPU: a warning before the first run if the listed runs together need more time than
+    a CPU should be given (each model measured once)."""
+    per_image, total = {}, 0.0
+    for run, summary in pending:
+        key = (run.cfg.MODEL, run.cfg.AMP, run.cfg.CHANNELS_LAST)
+        if key not in per_image:
+            per_image[key] = seconds_per_image(run.cfg)
+        total += run_seconds(run.cfg, run.cfg.NUM_EPOCHS - summary.get("epochs_done", 0), per_image[key])
+    warning = too_long_warning(total, f"this sweep ({plural(len(pending), 'run')})", "sweep")
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
 
 
 def main(argv):
     exit_with_help_if_asked(__doc__, argv)
-    stop_on_sigterm()
+    handle_interrupts()
     preset = preset_name(argv)
+    command = shlex.join(["python", "sweep.py", *argv])
+    training = []  # the run in progress, for the message of an interrupt
+    try:
+        sys.exit(sweep(argv, preset, command, training))
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM, wherever it lands
+        where = (f"{describe(training[0])}; its checkpoint keeps every finished epoch" if training else
+                 "between runs; every run's checkpoint and results.json are whole")
+        print(f"\n{interrupt_name(stop)}: {preset}, {where}. Continue with: {command}", file=sys.stderr)
+        sys.exit(interrupt_exit_status(stop))
+
+
+def sweep(argv, preset, command, training):
+    """Plan the sweep, print the plan, then train every pending run; the exit status."""
     try:
         cfg = load_config(argv)
         validate_sweep(cfg)
@@ -267,18 +320,34 @@ def main(argv):
         results_dir = os.path.join(cfg.RESULTS_DIR, preset)
         recorded = recorded_runs(results_dir)
         runs, summaries = plan(cell_list, preset, recorded)
+        device = pick_device(cfg.DEVICE, Process())
     except ConfigError as e:
         fail(e, EXIT_BAD_INPUT)
-    header = {"preset": preset, "command": shlex.join(["python", "sweep.py", *argv]),
+    header = {"preset": preset, "command": command,
               "grid": any(cell[3].SWEEP_PEAK_LRS is not None for cell in cell_list),
               "reference": cfg.SWEEP_REFERENCE, "targets": cfg.SWEEP_TARGETS}
-    for run, summary in zip(runs, summaries):
-        if summary["status"] in DONE:
-            print(f"{preset}: {describe(run)}: {summary['status']}, skipped")
+    pending = print_plan(preset, runs, summaries, cfg, command)
+    if pending and device.type == "cpu":
+        warn_if_too_long(pending)
     try:
-        lock = hold_lock(os.path.join(results_dir, SWEEP_LOCK), f"the sweep {results_dir}")
+        lock = hold_lock(sweep_lock_path(cfg.RESULTS_DIR, preset), f"the sweep {results_dir}")
     except ConfigError as e:
         fail(e, EXIT_BAD_INPUT)
+    status = run_all(cell_list, preset, recorded, runs, summaries, cfg, header, results_dir, training)
+    lock.close()
+    return status
+
+
+def sweep_lock_path(results_root, preset):
+    """Beside the preset's results folder, not in it: a sweep that records nothing leaves no folder."""
+    return os.path.join(results_root, f".{preset}{SWEEP_LOCK}")
+
+
+def run_all(cell_list, preset, recorded, runs, summaries, cfg, header, results_dir, training):
+    """Train every pending run, re-planning after each and writing the results once a run has
+    trained; the sweep's exit status. A run refused for bad input (exit status 2: a setting, the
+    data, a lock) stops the sweep at once: every later run would be refused the same way.
+    ``training`` holds the run in progress while it trains."""
     failed = set()
     while True:
         pending = [(run, summary) for run, summary in zip(runs, summaries)
@@ -286,19 +355,29 @@ def main(argv):
         if not pending:
             break
         run, summary = next_run(pending, cfg.SWEEP_BREADTH_FIRST)
-        try:
-            if not run_cell(run.args, summary["status"]):
-                failed.add(tuple(run.args))
-        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM
-            print(f"\n{interrupt_name(stop)}: {preset}, {describe(run)}; its checkpoint keeps every finished epoch. "
-                  f"Continue with: {header['command']}", file=sys.stderr)
-            sys.exit(interrupt_exit_status(stop))
+        training.append(run)
+        status = run_cell(run.args, summary["status"])
+        training.clear()
+        if status == EXIT_BAD_INPUT:
+            print(f"{preset}: stopped at {describe(run)}: train.py refused it (above); nothing more was run",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if status not in (0, EXIT_DIVERGED):
+            failed.add(tuple(run.args))
         runs, summaries = plan(cell_list, preset, recorded)
-        write_results(results_dir, {**header, "cells": summaries + unplanned_records(recorded, summaries)})
-    write_results(results_dir, {**header, "cells": summaries + unplanned_records(recorded, summaries)})
-    lock.close()
-    print(f"\n{preset}: results in {results_dir}/")
-    sys.exit(1 if failed else 0)
+        write_if_trained(results_dir, header, summaries, recorded)
+    if write_if_trained(results_dir, header, summaries, recorded):
+        print(f"\n{preset}: results in {results_dir}/")
+    return 1 if failed else 0
+
+
+def write_if_trained(results_dir, header, summaries, recorded):
+    """Write results.json, results.md and the figures if any run has trained; whether it did."""
+    cells = summaries + unplanned_records(recorded, summaries)
+    if not any(c["status"] in (*DONE, "partial") for c in cells):
+        return False
+    write_results(results_dir, {**header, "cells": cells})
+    return True
 
 
 if __name__ == "__main__":

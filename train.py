@@ -10,10 +10,10 @@ message says how to continue).
 
 import sys
 
-from config import exit_with_help_if_asked
+from config import start_command
 
-if __name__ == "__main__":  # help before torch is imported, which takes seconds
-    exit_with_help_if_asked(__doc__, sys.argv[1:])
+if __name__ == "__main__":  # help, and quiet signals, before torch is imported
+    start_command(__doc__, sys.argv[1:])
 
 import contextlib
 import math
@@ -27,15 +27,16 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from config import ConfigError, constants, load_config, run_differences, validate
+from config import ConfigError, constants, exit_with_help_if_asked, load_config, run_differences, validate
 from data import Batches, DataError, training_data
 from diagnostics import LayerStats
+from estimate import run_seconds, too_long_warning
 from lars import LARS
 from models import MODELS, build_model
 from scheduler import GradualWarmupScheduler, MultiStepDecay, PolynomialLRDecay
 from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, NoCheckpointError, checkpoint_path,
                    describe_machine, evaluated, fail, format_accuracies, format_duration, format_settings, hold_lock,
-                   init_distributed, interrupt_exit_status, interrupt_name, plural, refuse_if_locked, stop_on_sigterm,
+                   init_distributed, interrupt_exit_status, interrupt_name, plural, refuse_if_locked, handle_interrupts,
                    load_checkpoint, load_model_state, lock_path, pick_device, process_from_env, save_checkpoint,
                    set_threads, writable_dir_problem)
 
@@ -318,7 +319,7 @@ def load_resume_checkpoint(cfg):
 
 def main(argv):
     exit_with_help_if_asked(__doc__, argv)
-    stop_on_sigterm()
+    handle_interrupts()
     process = process_from_env()
     try:
         cfg = load_config(argv)
@@ -328,7 +329,9 @@ def main(argv):
         # these settings cannot continue or must not overwrite.
         if process.is_main:
             refuse_if_locked(lock_path(checkpoint_path(cfg)), checkpoint_path(cfg))
-        load_resume_checkpoint(cfg)
+        earlier = load_resume_checkpoint(cfg)
+        if process.is_main and device.type == "cpu":
+            warn_if_too_long(cfg, earlier)
         data = training_data(cfg.DATA_DIR, cfg.NUM_WORKERS, cfg.VALIDATION_SIZE, cfg.TRAIN_SUBSET)
         # One run per checkpoint: the lock is held until this process ends, then the checkpoint
         # is read again, as another run may have written it meanwhile.
@@ -336,6 +339,8 @@ def main(argv):
         checkpoint = load_resume_checkpoint(cfg)
     except (ConfigError, DataError) as e:
         fail(e, EXIT_BAD_INPUT)
+    except KeyboardInterrupt as stop:  # while the data loads, say
+        fail(f"{interrupt_name(stop)} before training started; nothing was written", interrupt_exit_status(stop))
     try:
         train(cfg, process, device, data, checkpoint, argv)
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM
@@ -345,6 +350,14 @@ def main(argv):
     finally:
         if lock is not None:
             lock.close()
+
+
+def warn_if_too_long(cfg, checkpoint):
+    """Before the data is read: a warning if the epochs left need more than a CPU should be given."""
+    epochs_left = cfg.NUM_EPOCHS - (checkpoint["epoch"] if checkpoint else 0)
+    warning = too_long_warning(run_seconds(cfg, epochs_left), "this run", "train")
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
 
 
 def make_deterministic():

@@ -32,9 +32,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised wherever the process is, so that it stops as Ctrl-C stops it."""
 
 
-def stop_on_sigterm():
-    """From now on SIGTERM raises Terminated, a KeyboardInterrupt: the code that handles Ctrl-C
-    handles it too, and ``interrupt_exit_status`` tells the two apart."""
+def handle_interrupts():
+    """From now on Ctrl-C raises KeyboardInterrupt (Python's own handler, which start_command
+    replaced while torch loaded) and SIGTERM raises Terminated, a KeyboardInterrupt: the code that
+    handles Ctrl-C handles it too, and ``interrupt_exit_status`` tells the two apart."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 

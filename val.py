@@ -14,10 +14,10 @@ if the checkpoint or results are missing or unreadable, 2 for bad settings or da
 
 import sys
 
-from config import exit_with_help_if_asked
+from config import start_command
 
-if __name__ == "__main__":  # help before torch is imported, which takes seconds
-    exit_with_help_if_asked(__doc__, sys.argv[1:])
+if __name__ == "__main__":  # help, and quiet signals, before torch is imported
+    start_command(__doc__, sys.argv[1:])
 
 import os
 import shlex
@@ -25,9 +25,10 @@ import shlex
 import torch
 
 import hyperparams
-from config import ConfigError, load_config
+from config import ConfigError, exit_with_help_if_asked, load_config
 from data import DataError, TestSet, channel_stats, hold_out_validation, load_cifar10
 from diagnostics import format_tables, plot_layers
+from estimate import CPU_PRESETS, fits_the_cpu
 from models import build_model
 from results import markdown, read_results
 from train import autocast, test_accuracy
@@ -76,14 +77,18 @@ def show_layers(checkpoint, path):
         print(f"figure: {figure}")
 
 
-def no_checkpoint_hint(cfg, argv):
+def no_checkpoint_hint(cfg, argv, device):
     """What to do when these settings name no checkpoint: the ones CHECKPOINT_DIR has, or the
-    command that trains one."""
+    command that trains one; on a CPU that these settings' run would keep for days, a CPU preset's."""
     directory = cfg.CHECKPOINT_DIR
     found = sorted(f for f in os.listdir(directory) if f.endswith(".pth")) if os.path.isdir(directory) else []
     if found:
         return (f"; {directory} has {', '.join(found)} (choose one with --checkpoint=PATH, or with the "
                 f"--batch_size and --with_lars it was trained with)")
+    if device.type == "cpu" and not fits_the_cpu(cfg):
+        preset = CPU_PRESETS["train"]
+        return (f"; train one that fits this CPU with: python train.py {preset}, then: python val.py {preset} "
+                f"(these settings' run, {shlex.join(['python', 'train.py', *argv])}, is sized for a GPU)")
     return f"; train one with: {shlex.join(['python', 'train.py', *argv])}"
 
 
@@ -111,7 +116,7 @@ def main(argv):
     try:
         checkpoint = load_checkpoint(chosen)
     except NoCheckpointError as e:
-        fail(f"{e}{'' if path else no_checkpoint_hint(cfg, argv)}", EXIT_NO_CHECKPOINT)
+        fail(f"{e}{'' if path else no_checkpoint_hint(cfg, argv, device)}", EXIT_NO_CHECKPOINT)
     except CheckpointError as e:
         fail(e, EXIT_NO_CHECKPOINT)
     path = chosen

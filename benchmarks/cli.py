@@ -1,13 +1,14 @@
 """What the benchmark scripts share with train.py: --help, and one line for bad input, not a traceback."""
 
-from config import ConfigError, exit_with_help_if_asked
+from config import ConfigError, start_command
 from data import DataError
 from utils import EXIT_BAD_INPUT, fail
 
 
 def run(main, script_doc, argv):
-    """``main(argv)``, after answering -h/--help with the script's docstring and the settings."""
-    exit_with_help_if_asked(script_doc, argv)
+    """``main(argv)``, after answering -h/--help with the script's docstring and the settings, and
+    with output that ends quietly when closed early."""
+    start_command(script_doc, argv)
     try:
         main(argv)
     except (ConfigError, DataError) as e:

@@ -26,15 +26,41 @@ network_guard = importlib.util.module_from_spec(_guard_spec)
 _guard_spec.loader.exec_module(network_guard)
 
 
+DEFAULT_DATA = os.path.join(ROOT, "data")  # hyperparams.DATA_DIR, where a first run downloads CIFAR-10
+GET_DATA = "python -c \"import torchvision; torchvision.datasets.CIFAR10('data', download=True)\""
+
+
+def real_cifar10():
+    """(where the end-to-end tests take the real CIFAR-10 from, in words; the archive or folder),
+    or (None, None): $CIFAR10_DIR, else the archive beside the project, else the default data
+    folder when it holds CIFAR-10 in either layout (image folders, or torchvision's download)."""
+    from data import cifar10_layout
+
+    if os.environ.get("CIFAR10_DIR"):
+        return f"$CIFAR10_DIR ({os.environ['CIFAR10_DIR']})", os.environ["CIFAR10_DIR"]
+    if os.path.isfile(SHARED_ARCHIVE):
+        return f"the archive {os.path.normpath(SHARED_ARCHIVE)}", SHARED_ARCHIVE
+    layout = cifar10_layout(DEFAULT_DATA)
+    if layout:
+        return f"{DEFAULT_DATA} ({layout})", DEFAULT_DATA
+    return None, None
+
+
+def pytest_report_header():
+    where, _ = real_cifar10()
+    return f"real CIFAR-10 for the end-to-end tests: {where or 'none found (those tests will fail)'}"
+
+
 @pytest.fixture(scope="session")
 def cifar10_dir(tmp_path_factory):
-    """The real CIFAR-10 image folders: $CIFAR10_DIR (set by .ci/run), else unpacked from shared/."""
-    if os.environ.get("CIFAR10_DIR"):
-        return os.environ["CIFAR10_DIR"]
-    if not os.path.isfile(SHARED_ARCHIVE):
-        pytest.fail(f"the end-to-end tests need the real CIFAR-10: set CIFAR10_DIR to an unpacked cifar10/ "
-                    f"folder (train/ and test/), or put cifar10-jpg.tar.gz at {os.path.normpath(SHARED_ARCHIVE)}",
+    """The real CIFAR-10, as ``real_cifar10`` finds it (an archive is unpacked first)."""
+    _, found = real_cifar10()
+    if found is None:
+        pytest.fail(f"the end-to-end tests need the real CIFAR-10: none in $CIFAR10_DIR, "
+                    f"{os.path.normpath(SHARED_ARCHIVE)} or {DEFAULT_DATA}; get it with: {GET_DATA}",
                     pytrace=False)
+    if found != SHARED_ARCHIVE:
+        return found
     target = tmp_path_factory.mktemp("real")
     with tarfile.open(SHARED_ARCHIVE) as archive:
         archive.extractall(target, filter="data")

@@ -1,12 +1,16 @@
 """The image-folder source, its cache, the no-data message, and batch augmentation."""
 
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import data as data_module
 from data import Batches, DataError, channel_stats, load_cifar10, subset
+from tests.conftest import ROOT, make_image_folder
 
 
 def test_image_folder_loads_sorted_classes_and_true_statistics(tiny_folder):
@@ -206,12 +210,57 @@ def test_decoding_workers_end_on_sigterm_even_when_the_parent_handles_it():
     # so workers that inherited that handler could leave the pool waiting forever.
     import signal
 
-    from utils import stop_on_sigterm
+    from utils import handle_interrupts
 
     handler = signal.getsignal(signal.SIGTERM)
-    stop_on_sigterm()
+    handle_interrupts()
     try:
         with data_module.decoding_pool(2) as pool:
             assert pool.apply(signal.getsignal, (signal.SIGTERM,)) == signal.SIG_DFL
     finally:
         signal.signal(signal.SIGTERM, handler)
+
+
+def test_cifar10_layout_names_what_a_folder_holds_without_reading_it(tmp_path):
+    from data import cifar10_layout
+
+    assert cifar10_layout(str(tmp_path)) is None
+    make_image_folder(tmp_path / "folders" / "cifar10")  # as the archive unpacks
+    assert cifar10_layout(str(tmp_path / "folders")) == cifar10_layout(str(tmp_path / "folders" / "cifar10")) == "image folders"
+    batches = tmp_path / "download" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)]:
+        (batches / name).write_bytes(b"")
+    assert cifar10_layout(str(tmp_path / "download")) is None, "no test_batch yet: an interrupted download"
+    (batches / "test_batch").write_bytes(b"")
+    assert cifar10_layout(str(tmp_path / "download")) == "torchvision"
+
+
+def test_the_tests_find_the_real_cifar10_where_a_user_has_it(tmp_path, monkeypatch):
+    import tests.conftest as conftest
+
+    monkeypatch.setattr(conftest, "SHARED_ARCHIVE", str(tmp_path / "no-archive.tar.gz"))
+    monkeypatch.setattr(conftest, "DEFAULT_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    assert conftest.real_cifar10() == (None, None)
+    make_image_folder(tmp_path / "data")  # a user's data/ after the Quick start, image folders here
+    assert conftest.real_cifar10() == (f"{tmp_path / 'data'} (image folders)", str(tmp_path / "data"))
+    (tmp_path / "no-archive.tar.gz").write_bytes(b"")  # the archive beside the project comes first
+    assert conftest.real_cifar10()[1] == str(tmp_path / "no-archive.tar.gz")
+    monkeypatch.setenv("CIFAR10_DIR", "/somewhere/cifar10")  # and $CIFAR10_DIR before both
+    assert conftest.real_cifar10() == ("$CIFAR10_DIR (/somewhere/cifar10)", "/somewhere/cifar10")
+
+
+@pytest.mark.slow
+def test_without_the_real_cifar10_the_end_to_end_tests_fail_in_one_line_naming_the_command_that_gets_it(tmp_path):
+    # a fresh checkout elsewhere: no $CIFAR10_DIR, no archive beside it, an empty data/
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT, checkout, ignore=shutil.ignore_patterns(".git", "data", "checkpoint", "results", "*.pth"))
+    env = {k: v for k, v in os.environ.items() if k != "CIFAR10_DIR"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/test_end_to_end.py::test_train_then_val_reports_the_checkpoints_accuracy"],
+                            cwd=checkout, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    failures = [line for line in result.stdout.splitlines() if "the end-to-end tests need the real CIFAR-10" in line]
+    assert failures and all("get it with: python -c \"import torchvision; torchvision.datasets.CIFAR10('data', "
+                                "download=True)\"" in line for line in failures), result.stdout[-2000:]

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -100,7 +101,7 @@ def test_ctrl_c_in_a_sweep_names_the_run_and_the_command_that_continues(folder, 
     assert process.returncode == 130
     lines = [line for line in stderr.strip().splitlines() if line]
     assert len(lines) == 2 and lines[0].startswith("interrupted: ")  # train.py's line, then the sweep's
-    assert lines[1].startswith("interrupted: default, batch 16, LARS False;")
+    assert lines[1].startswith("interrupted: default, batch 16, SGD, seed 0; its checkpoint keeps every finished epoch.")
     assert lines[1].endswith("Continue with: " + shlex.join(["python", "sweep.py", *args]))
 
 
@@ -140,12 +141,13 @@ def test_a_second_run_on_the_same_checkpoint_is_refused_and_a_killed_one_blocks_
 
 @pytest.mark.slow
 def test_a_second_sweep_on_the_same_results_is_refused(folder, tmp_path):
+    from sweep import sweep_lock_path
     from utils import hold_lock
 
     args = ["--sweep_batch_sizes=[16]", "--sweep_with_lars=[False]", *RUN, f"--data_dir={folder}",
             f"--checkpoint_dir={tmp_path / 'ck'}", f"--results_dir={tmp_path / 'res'}"]
     code = f"import sys, time; sys.path.insert(0, {ROOT!r}); from utils import hold_lock; " \
-           f"held = hold_lock({str(tmp_path / 'res' / 'default' / '.sweep.lock')!r}, 'x'); print('held', flush=True); time.sleep(60)"
+           f"held = hold_lock({sweep_lock_path(str(tmp_path / 'res'), 'default')!r}, 'x'); print('held', flush=True); time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -155,7 +157,7 @@ def test_a_second_sweep_on_the_same_results_is_refused(folder, tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    assert hold_lock(str(tmp_path / "res" / "default" / ".sweep.lock"), "x") is not None
+    assert hold_lock(sweep_lock_path(str(tmp_path / "res"), "default"), "x") is not None
 
 
 @pytest.mark.slow
@@ -319,3 +321,141 @@ def test_a_second_run_is_refused_before_it_reads_any_data(folder, tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+# --- first contact, third pass (issue 59) ---------------------------------------------------
+
+PLAN_PRESET = """
+SWEEP_BATCH_SIZES = [32, 16]
+SWEEP_WITH_LARS = [False, True]
+SWEEP_PEAK_LRS = [0.2, 0.1]
+SWEEP_EXTRA_SEEDS = [1]
+MODEL = "resnet20"
+NUM_EPOCHS = 3
+WARMUP_EPOCHS = 0
+"""
+
+
+def plan_sweep(tmp_path, monkeypatch, capsys, statuses, interrupt_writing=False):
+    """sweep.py's main in this process on a 4-cell, 8-run grid, with train.py replaced by
+    ``statuses`` (the exit statuses its runs return, in order); (exit status, stdout, stderr,
+    the runs started)."""
+    import sweep
+
+    preset = tmp_path / "plan.py"
+    preset.write_text(PLAN_PRESET)
+    started = []
+
+    def run_cell(args, status):
+        started.append(args)
+        return statuses[len(started) - 1]
+
+    def summarise(run, recorded):  # the first LR of the 32 SGD cell is recorded as finished
+        done = (run.batch_size, run.with_lars, run.role, run.summary_fields["peak_lr"]) == (32, False, "grid", 0.2) or \
+            any(tuple(run.args) == tuple(a) for a in started)
+        return {**run.summary_fields, "status": "finished" if done else "not run", "epochs_done": 3 if done else 0,
+                "final_top1": 50.0 if done else None, "final_val_top1": None, "hyperparams": {"LR": 0.1}}
+
+    def write_results(results_dir, results):
+        if interrupt_writing:
+            raise KeyboardInterrupt
+        os.makedirs(results_dir, exist_ok=True)
+
+    monkeypatch.setattr(sweep, "run_cell", run_cell)
+    monkeypatch.setattr(sweep, "summarise", summarise)
+    monkeypatch.setattr(sweep, "write_results", write_results)
+    status, out, err = run_main("sweep.py", str(preset), f"--results_dir={tmp_path / 'res'}",
+                                f"--checkpoint_dir={tmp_path / 'ck'}", capsys=capsys)
+    return status, out, err, started
+
+
+def test_a_sweep_prints_its_plan_before_the_first_run(tmp_path, monkeypatch, capsys):
+    status, out, _, started = plan_sweep(tmp_path, monkeypatch, capsys, [0] * 20)
+    assert status == 0 and len(started) == 7 + 4, "7 grid runs, then each cell's best with seed 1"
+    lines = out.splitlines()
+    assert lines[0] == "plan: batch 32, SGD, peak LR 0.2, seed 0: finished, skipped"
+    assert lines[1] == "plan: 7 runs to train (resnet20, 3 epochs each), in this order:"
+    assert lines[2] == "    1. batch 32, SGD, peak LR 0.1, seed 0, 3 epochs"
+    assert lines[8] == "    7. batch 16, LARS, peak LR 0.1, seed 0, 3 epochs"
+    assert "extra seeds" in lines[9] and lines[10].startswith("plan: stop it at any time (Ctrl-C); the same command")
+    assert lines.index(lines[10]) < min(i for i, line in enumerate(lines) if "results in" in line)
+
+
+def test_a_run_refused_for_bad_input_stops_the_sweep_and_nothing_is_written(tmp_path, monkeypatch, capsys):
+    status, _, err, started = plan_sweep(tmp_path, monkeypatch, capsys, [2] * 20)
+    assert status == 2 and len(started) == 1, "the first refusal stops the sweep"
+    assert err.strip().splitlines()[-1].startswith("plan: stopped at batch 32, SGD, peak LR 0.1, seed 0")
+    assert not (tmp_path / "res" / "plan").exists()
+
+
+def test_ctrl_c_while_a_sweep_writes_its_results_is_one_line(tmp_path, monkeypatch, capsys):
+    status, _, err, started = plan_sweep(tmp_path, monkeypatch, capsys, [0] * 20, interrupt_writing=True)
+    assert status == 130 and len(started) == 1
+    assert err.strip().splitlines() == [
+        f"interrupted: plan, between runs; every run's checkpoint and results.json are whole. Continue with: "
+        f"python sweep.py {tmp_path / 'plan.py'} --results_dir={tmp_path / 'res'} --checkpoint_dir={tmp_path / 'ck'} "
+        f"--device=cpu"]
+
+
+@pytest.mark.slow
+def test_a_sweep_without_data_stops_at_its_first_run_with_the_data_error_and_writes_nothing(tmp_path):
+    result = run_script("sweep.py", *RUN, "--sweep_batch_sizes=[16, 32]", "--sweep_with_lars=[False, True]",
+                        f"--data_dir={tmp_path / 'empty'}", f"--checkpoint_dir={tmp_path / 'ck'}",
+                        f"--results_dir={tmp_path / 'res'}")
+    assert result.returncode == 2 and result.stdout.count("train.py") == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "no CIFAR-10 found" in errors[0] and "Traceback" not in result.stderr
+    assert os.listdir(tmp_path / "res") == [".default.sweep.lock"], "no results folder for a sweep that recorded nothing"
+
+
+def test_the_default_protocol_on_a_cpu_is_announced_with_its_estimate_before_anything_is_read(tmp_path, capsys):
+    # ResNet-50 for 200 epochs: measured here, it needs far more than a CPU should be given
+    status, _, err = run_main("train.py", f"--data_dir={tmp_path / 'empty'}", f"--checkpoint_dir={tmp_path}",
+                              capsys=capsys)
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 2 and "no CIFAR-10 found" in lines[1], "the warning, then the data error"
+    assert re.match(r"warning: this run needs about \d+h \d\dm \d\ds of training on this CPU", lines[0])
+    assert "python train.py configs/cpu.py" in lines[0] and "Going on" in lines[0]
+
+
+def test_a_cpu_sized_run_gets_no_warning(tmp_path, capsys):
+    status, _, err = run_main("train.py", "configs/cpu.py", f"--data_dir={tmp_path / 'empty'}",
+                              f"--checkpoint_dir={tmp_path}", capsys=capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "warning" not in err
+
+
+def test_vals_hint_names_a_command_that_fits_a_cpu(tmp_path, capsys):
+    status, _, err = run_main("val.py", f"--checkpoint_dir={tmp_path}", capsys=capsys)
+    assert status == 1 and "train one that fits this CPU with: python train.py configs/cpu.py, " \
+                           "then: python val.py configs/cpu.py" in err
+    status, _, err = run_main("val.py", "configs/cpu.py", f"--checkpoint_dir={tmp_path}", capsys=capsys)
+    assert status == 1 and err.strip().endswith(f"train one with: python train.py configs/cpu.py "
+                                                f"--checkpoint_dir={tmp_path} --device=cpu")
+
+
+@pytest.mark.parametrize("command", ["python train.py --help", "python sweep.py -h", "python val.py --help",
+                                     "python benchmarks/optimizer_step.py --help"])
+def test_output_closed_early_ends_quietly(command):
+    # `| head -n 1` closes the pipe while help is still being written
+    result = subprocess.run(f"{sys.executable} {command.removeprefix('python ')} | head -n 1", shell=True, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.stderr == "" and len(result.stdout.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_results_table_piped_into_head_ends_quietly():
+    result = subprocess.run(f"{sys.executable} val.py --results=results/study | head -n 2", shell=True, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.stderr == "" and len(result.stdout.splitlines()) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["train.py", "sweep.py", "val.py"])
+def test_ctrl_c_while_a_script_starts_is_one_line(script):
+    process = subprocess.Popen([sys.executable, script, "--device=cpu"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, preexec_fn=default_ctrl_c)
+    time.sleep(0.5)  # importing torch, which takes seconds
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    lines = stderr.splitlines()  # "interrupted" while torch loads; if it loaded already, main()'s line
+    assert process.returncode == 130 and len(lines) == 1 and lines[0].startswith("interrupted"), stderr

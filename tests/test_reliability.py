@@ -14,7 +14,7 @@ import torch
 from tests.conftest import ROOT, kill_when, make_image_folder, run_main, run_script
 from config import load_config
 from data import CACHE_NAME
-from sweep import SWEEP_LOCK
+from sweep import sweep_lock_path
 from utils import CheckpointError, checkpoint_path, load_checkpoint, lock_path, save_checkpoint
 
 RUN = ["--model=resnet20", "--batch_size=32", "--num_epochs=4", "--warmup_epochs=1",
@@ -203,7 +203,7 @@ def test_what_runs_write_inside_the_repository_is_git_ignored():
     cfg = load_config([])
     checkpoint = checkpoint_path(cfg)
     written = [checkpoint, lock_path(checkpoint), os.path.join(cfg.DATA_DIR, CACHE_NAME),
-               os.path.join(cfg.RESULTS_DIR, "cpu_sweep", SWEEP_LOCK)]
+               sweep_lock_path(cfg.RESULTS_DIR, "cpu_sweep")]
     result = subprocess.run(["git", "check-ignore", *written], cwd=ROOT, capture_output=True, text=True)
     assert sorted(result.stdout.split()) == sorted(written), result.stderr
     kept = os.path.join(cfg.RESULTS_DIR, "cpu_sweep", "results.json")

@@ -259,7 +259,7 @@ def test_breadth_first_runs_each_cells_first_lr_then_the_next_then_the_extra_see
                 "final_top1": top1 if done else None, "final_val_top1": top1 if done else None}
 
     monkeypatch.setattr(sweep, "summarise", summary)
-    monkeypatch.setattr(sweep, "run_cell", lambda args, status: trained.append(tuple(args)) or True)
+    monkeypatch.setattr(sweep, "run_cell", lambda args, status: trained.append(tuple(args)) or 0)
     monkeypatch.setattr(sweep, "write_results", lambda *args: None)
     status, _, stderr = run_main("sweep.py", str(preset), f"--sweep_breadth_first={breadth_first}",
                                  f"--results_dir={tmp_path}", capsys=capsys)
