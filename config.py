@@ -100,10 +100,17 @@ def _parse_override(arg, defaults):
     return name, _checked(name, value, defaults[name])
 
 
+# Other frameworks' names for settings (and the paper's eta), for the suggestion of a mistyped one.
+OTHER_NAMES = {"LEARNING_RATE": "LR", "EPOCHS": "NUM_EPOCHS", "WD": "WEIGHT_DECAY", "ETA": "TRUST_COEF",
+               "TRUST_COEFFICIENT": "TRUST_COEF", "BS": "BATCH_SIZE", "WARMUP": "WARMUP_EPOCHS"}
+
+
 def _did_you_mean(name, settings):
-    """'; did you mean --batch_size?' for a name close to a setting's, else ''."""
+    """'; did you mean --batch_size?' for a name close to a setting's, or to another name for
+    one (OTHER_NAMES), else ''."""
     close = difflib.get_close_matches(name, list(settings), n=1, cutoff=0.75)
     close = close or [s for s in settings if s.replace("_", "") == name.replace("_", "")]
+    close = close or [OTHER_NAMES[n] for n in difflib.get_close_matches(name, list(OTHER_NAMES), n=1, cutoff=0.8)]
     return f"; did you mean --{close[0].lower()}?" if close else ""
 
 
@@ -268,7 +275,8 @@ def start_command(script_doc, argv):
     over the signals (utils.handle_interrupts)."""
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job's stays ignored
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
     exit_with_help_if_asked(script_doc, argv)
 
 

@@ -592,7 +592,8 @@ def plot_grid(results_dir, results):
     ax.set_ylabel("final test top-1 accuracy, %")
     ax.set_title(results["preset"])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    if ax.get_legend_handles_labels()[0]:  # none while every run of the grid diverged
+        ax.legend(fontsize=8, loc="lower left")
     _save(fig, os.path.join(results_dir, "batch_size.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))

@@ -283,6 +283,7 @@ class Trainer:
     def log(self, message):
         if self.process.is_main:
             tqdm.write(message)
+            sys.stdout.flush()  # at once, also into a pipe: a reader waits for these lines
 
 
 def check_inputs(cfg, process):

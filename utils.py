@@ -36,7 +36,8 @@ def handle_interrupts():
     """From now on Ctrl-C raises KeyboardInterrupt (Python's own handler, which start_command
     replaced while torch loaded) and SIGTERM raises Terminated, a KeyboardInterrupt: the code that
     handles Ctrl-C handles it too, and ``interrupt_exit_status`` tells the two apart."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job's stays ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 

@@ -14,10 +14,11 @@ Fetches nothing from the network. In order, each part timed and recorded even if
    and 3 (epoch 1 pays for cuDNN's autotuning), images/s, LARS / SGD, peak GPU memory, and each
    epoch's training loss, so that an epoch cut short by a non-finite loss is reported as
    diverged instead of timed;
-5. the CUDA tests (`pytest -m cuda -v`), last, with a time limit, their output streamed to
-   DIR/tests.log so that a test that hangs is named there. The CPU suite is CI's.
+5. the CUDA tests (`pytest -m cuda -v`), last, with a time limit for the part and one per test
+   ($TEST_TIME_LIMIT, tests/conftest.py), their output streamed to DIR/tests.log so that a test
+   that hangs is named there. The CPU suite is CI's.
 It writes DIR/report.md and DIR/raw.json after every part, so a run stopped at its time limit
-still returns what it measured. About 4 minutes on one H100 (budgeted: 5).
+still returns what it measured, and removes the data it unpacked when it ends. About 4 minutes on one H100 (budgeted: 5).
 
 --dry-run does all of it on the CPU at toy sizes (ResNet-20, 256 images, batch 32 and 64, the
 CUDA tests only, which skip): a test runs it, so the script cannot rot between GPU sessions.
@@ -25,11 +26,11 @@ Works with the PyTorch on the GPU machine (2.11) as with this project's (2.14.1)
 """
 
 import argparse
-import importlib.util
 import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -47,7 +48,7 @@ from data import subset, training_data  # noqa: E402
 from lars import LARS  # noqa: E402
 from optimizer_step import model_and_parameter_copies, time_steps  # noqa: E402  (beside this file)
 from train import Trainer  # noqa: E402
-from utils import Process  # noqa: E402
+from utils import EXIT_BAD_INPUT, Process, fail  # noqa: E402
 
 ATTEMPT2 = os.path.join(ROOT, "configs", "attempt2.py")
 HYPER = {"lr": 0.1, "momentum": 0.9}
@@ -57,6 +58,7 @@ HYPER = {"lr": 0.1, "momentum": 0.9}
 # epoch 2 on an H100 (results/gpu_check/diverged_at_8192/report.md), as they end at chance in
 # the CPU sweep.
 TIMING_LR = ["--lr=0.05", "--end_lr=1e-5"]
+PER_TEST_SECONDS = 90  # a CUDA test that hangs fails after this, named in tests.log
 
 
 class Check:
@@ -102,13 +104,13 @@ def tests(check, data_dir, out):
     """The CUDA tests, verbose, streamed to out/tests.log: a test that hangs is the last one named
     there, and the limit stops it without losing what ran before."""
     command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-m", "cuda", "--durations=5"]
-    if importlib.util.find_spec("pytest_timeout"):
-        command.append("--timeout=90")  # one test's limit, well under the part's
     log_path = os.path.join(out, "tests.log")
+    # TEST_TIME_LIMIT: one test's limit (tests/conftest.py), well under the part's
+    env = {**os.environ, "CIFAR10_DIR": data_dir, "TEST_TIME_LIMIT": str(PER_TEST_SECONDS)}
     with open(log_path, "w") as log:
         try:
             status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=check.tests_timeout,
-                                    env={**os.environ, "CIFAR10_DIR": data_dir}, stdin=subprocess.DEVNULL).returncode
+                                    env=env, stdin=subprocess.DEVNULL).returncode
         except subprocess.TimeoutExpired:
             status = f"stopped after {check.tests_timeout} s"
     with open(log_path) as log:
@@ -254,7 +256,7 @@ def main(argv):
     parser.add_argument("--dry-run", action="store_true", help="on the CPU, at toy sizes")
     args = parser.parse_args(argv)
     if not args.dry_run and not torch.cuda.is_available():
-        parser.error("no CUDA device: run it on a GPU machine, or with --dry-run")
+        fail("no CUDA device: run it on a GPU machine, or with --dry-run", EXIT_BAD_INPUT)
     check = Check(args.dry_run)
     os.makedirs(args.out, exist_ok=True)
     raw = {"command": " ".join(["python", "benchmarks/gpu_check.py", *argv]),
@@ -274,18 +276,22 @@ def main(argv):
              ("optimizer", lambda: optimizer_steps(check)),
              ("training", lambda: training(check, raw["data"], lambda rows: save("training", rows))),
              ("tests", lambda: tests(check, raw["data"], args.out))]
-    for part, run in parts:
-        start = time.perf_counter()
-        try:
-            save(part, run())
-        except Exception as e:
-            raw["errors"][part] = f"{type(e).__name__}: {e}".splitlines()[0]
-            print(traceback.format_exc(), file=sys.stderr)
-            if part == "data":
-                break
-        raw["seconds"][part] = round(time.perf_counter() - start, 1)
-        save()
-        print(f"gpu_check: {part} done in {raw['seconds'][part]} s", flush=True)
+    try:
+        for part, run in parts:
+            start = time.perf_counter()
+            try:
+                save(part, run())
+            except Exception as e:
+                raw["errors"][part] = f"{type(e).__name__}: {e}".splitlines()[0]
+                print(traceback.format_exc(), file=sys.stderr)
+                if part == "data":
+                    break
+            raw["seconds"][part] = round(time.perf_counter() - start, 1)
+            save()
+            print(f"gpu_check: {part} done in {raw['seconds'][part]} s", flush=True)
+    finally:
+        if args.archive and raw.get("data"):  # the unpacked copy, in the system's temporary folder
+            shutil.rmtree(os.path.dirname(raw["data"]), ignore_errors=True)
     print(report(raw))
     return 1 if raw["errors"] else 0
 

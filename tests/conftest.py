@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
 import numpy as np
@@ -44,6 +45,29 @@ def real_cifar10():
     if layout:
         return f"{DEFAULT_DATA} ({layout})", DEFAULT_DATA
     return None, None
+
+
+TEST_TIME_LIMIT = "TEST_TIME_LIMIT"  # seconds one test may take when set (the GPU check sets it); no plugin needed
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """With $TEST_TIME_LIMIT, a test still running after that many seconds fails, named, and the
+    session goes on to the next test (SIGALRM interrupts it in the main thread)."""
+    limit = int(os.environ.get(TEST_TIME_LIMIT) or 0)
+    if not limit:
+        return (yield)
+
+    def over_time(signum, frame):
+        pytest.fail(f"over the {limit} s limit per test (${TEST_TIME_LIMIT})", pytrace=False)
+
+    previous = signal.signal(signal.SIGALRM, over_time)
+    signal.alarm(limit)
+    try:
+        return (yield)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def pytest_report_header():
@@ -110,6 +134,27 @@ def run_main(script, *args, capsys):
     return status, captured.out, captured.err
 
 
+def train_in_process(monkeypatch):
+    """sweep.py's runs as train.py's main() in this process instead of one interpreter each: the
+    same bookkeeping and training, without an interpreter start (seconds) per run. Leaves the
+    thread count and the SIGTERM handler as it found them."""
+    import sweep
+    import train
+
+    def run_cell(args, status):
+        threads, handler = torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
+        try:
+            train.main([*args, *(["--resume=True"] if status == "partial" else [])])
+            return 0
+        except SystemExit as e:
+            return e.code if isinstance(e.code, int) else 0
+        finally:
+            torch.set_num_threads(threads)
+            signal.signal(signal.SIGTERM, handler)
+
+    monkeypatch.setattr(sweep, "run_cell", run_cell)
+
+
 def script_args(args):
     """``args`` with --device=cpu for the scripts that train or evaluate (unless it is given)."""
     scripts = ("train.py", "val.py", "sweep.py")
@@ -142,15 +187,12 @@ def runs_until(args, text, timeout=300):
     checks of how a long run starts, without training it to the end."""
     process = subprocess.Popen([sys.executable, *script_args(args)], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
+    deadline = threading.Timer(timeout, process.kill)  # ends the wait for a line that never comes
+    deadline.start()
     try:
-        for line in process.stdout:
-            if text in line:
-                return True
-            if time.monotonic() > deadline:
-                return False
-        return False
+        return any(text in line for line in process.stdout)
     finally:
+        deadline.cancel()
         process.kill()
         process.wait()
 

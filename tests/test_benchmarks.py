@@ -2,8 +2,11 @@
 lands in the report, so the check is ready for the few minutes a GPU is lent), and
 benchmarks/evaluation_cost.py on a tiny folder, and every benchmark's --help and refusals."""
 
+import importlib
 import json
 import math
+import os
+import subprocess
 import sys
 import tarfile
 import types
@@ -12,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import make_image_folder, run_script
+from tests.conftest import ROOT, make_image_folder, run_script
 
 
 @pytest.mark.slow
@@ -22,9 +25,19 @@ def test_the_gpu_check_dry_run_measures_every_part_and_writes_its_report(tmp_pat
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="cifar10")
     out = tmp_path / "out"
-    result = run_script("benchmarks/gpu_check.py", f"--archive={archive}", f"--out={out}", "--dry-run", timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    process = subprocess.Popen([sys.executable, "benchmarks/gpu_check.py", f"--archive={archive}", f"--out={out}",
+                                "--dry-run"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout = ""
+    for line in process.stdout:  # a check cut off after a part still has that part's numbers on disk
+        stdout += line
+        if line.startswith("gpu_check: optimizer done"):
+            early = json.loads((out / "raw.json").read_text())
+            assert list(early["seconds"]) == ["machine", "data", "optimizer"] and "ms" in early["optimizer"]
+            assert "## optimizer.step()" in (out / "report.md").read_text()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=600) == 0 and "early" in locals(), stderr[-3000:]
     raw = json.loads((out / "raw.json").read_text())
+    assert not os.path.exists(raw["data"]), "the unpacked copy is removed"
     assert raw["errors"] == {} and list(raw["seconds"]) == ["machine", "data", "optimizer", "training", "tests"]
     assert raw["data"].endswith("cifar10") and raw["data"] != str(folder), "unpacked from the archive"
     assert raw["tests"]["exit_status"] == 0 and "skipped" in raw["tests"]["summary"], "the CUDA tests skip on a CPU"
@@ -42,14 +55,19 @@ def test_the_gpu_check_dry_run_measures_every_part_and_writes_its_report(tmp_pat
     report = (out / "report.md").read_text()
     for heading in ("## CUDA tests", "## optimizer.step()", "## Training: configs/attempt2.py"):
         assert heading in report
-    assert result.stdout.rstrip().endswith(report.rstrip().splitlines()[-1])
+    assert stdout.rstrip().endswith(report.rstrip().splitlines()[-1])
 
 
-def test_without_cuda_the_real_check_refuses_in_one_line(tmp_path):
+def test_without_cuda_the_real_check_refuses_in_one_line(tmp_path, monkeypatch, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    result = run_script("benchmarks/gpu_check.py", f"--data_dir={tmp_path}", f"--out={tmp_path / 'out'}")
-    assert result.returncode == 2 and "no CUDA device" in result.stderr and "--dry-run" in result.stderr
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    gpu_check = importlib.import_module("gpu_check")
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main([f"--data_dir={tmp_path}", f"--out={tmp_path / 'out'}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: no CUDA device") and "--dry-run" in err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
@@ -69,17 +87,33 @@ def test_the_evaluation_cost_benchmark_times_every_part_side_by_side(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["evaluation_cost", "train_throughput", "optimizer_step"])
-def test_a_benchmark_answers_help_and_refuses_bad_input_in_one_line(script):
-    help_ = run_script(f"benchmarks/{script}.py", "--help")
-    assert help_.returncode == 0 and f"benchmarks/{script}.py" in help_.stdout and "--lr=" in help_.stdout, help_.stderr
-    bad = run_script(f"benchmarks/{script}.py", "--batch_sise=128")
-    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr
-    assert "batch_size" in bad.stderr and bad.stdout == "", "refused at once, naming the setting meant"
+def test_a_benchmark_answers_help_and_refuses_bad_input_in_one_line(script, monkeypatch, capsys):
+    status, out, err = run_benchmark(script, "--help", monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 0 and f"benchmarks/{script}.py" in out and "--lr=" in out, err
+    status, out, err = run_benchmark(script, "--batch_sise=128", monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "batch_size" in err and out == "", "refused at once, naming the setting meant"
 
 
-def test_the_evaluation_cost_benchmark_refuses_a_step_count_that_is_not_a_positive_integer():
-    bad = run_script("benchmarks/evaluation_cost.py", "--steps=0")
-    assert bad.returncode == 2 and bad.stderr == "error: --steps='0' is not allowed: must be a positive integer\n"
+def run_benchmark(script, *argv, monkeypatch, capsys):
+    """A benchmark's command line in this process, as benchmarks/cli.py runs it but for the
+    signal handlers, which stay pytest's: (exit status, stdout, stderr)."""
+    from config import exit_with_help_if_asked
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    cli, module = importlib.import_module("cli"), importlib.import_module(script)
+    monkeypatch.setattr(cli, "start_command", exit_with_help_if_asked)
+    try:
+        status = cli.run(module.main, module.__doc__, list(argv)) or 0
+    except SystemExit as e:
+        status = e.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_the_evaluation_cost_benchmark_refuses_a_step_count_that_is_not_a_positive_integer(monkeypatch, capsys):
+    status, _, err = run_benchmark("evaluation_cost", "--steps=0", monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2 and err == "error: --steps='0' is not allowed: must be a positive integer\n"
 
 
 def test_a_diverged_run_is_reported_as_diverged_not_timed():
@@ -93,3 +127,14 @@ def test_a_diverged_run_is_reported_as_diverged_not_timed():
     assert diverged["diverged"] and diverged["ms_per_step"] is None and diverged["images_per_second"] is None
     healthy = training_row(cfg, 6, [2.3, 2.1, 2.0], [0.75, 0.6, 0.6], cpu)
     assert not healthy["diverged"] and healthy["ms_per_step"] == 100.0 and healthy["images_per_second"] == 81920.0
+
+
+@pytest.mark.slow
+def test_the_per_test_time_limit_fails_a_hanging_test_by_name_and_goes_on(tmp_path):
+    # What the GPU check's tests part relies on, without pytest-timeout: $TEST_TIME_LIMIT.
+    (tmp_path / "test_hang.py").write_text("import time\n\ndef test_hangs():\n    time.sleep(60)\n\n"
+                                           "def test_after():\n    pass\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider",
+                             str(tmp_path / "test_hang.py")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "TEST_TIME_LIMIT": "2"})
+    assert "over the 2 s limit per test" in result.stdout and "1 failed, 1 passed" in result.stdout, result.stdout

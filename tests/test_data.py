@@ -186,16 +186,15 @@ def test_cache_is_rebuilt_when_an_image_is_removed(tiny_folder):
     assert len(data["train_labels"]) == 11 and data["train_labels"].tolist().count(2) == 3
 
 
-def test_an_unwritable_data_dir_loads_without_a_cache(tiny_folder, monkeypatch):
-    # As root, a read-only folder is still writable, so the write itself is made to fail as it
-    # does for a user on a read-only mount.
-    def read_only(path, write, mode="wb"):
-        raise PermissionError(13, "Read-only file system", path)
-
-    monkeypatch.setattr(data_module, "write_atomically", read_only)
+def test_a_data_dir_where_the_cache_cannot_be_written_loads_without_one(tiny_folder):
+    # As root, a read-only folder is still writable; a directory where the cache file would go
+    # makes the write fail for real (the rename onto it), as a read-only mount does for a user.
+    cache = os.path.join(tiny_folder, data_module.CACHE_NAME)
+    os.makedirs(os.path.join(cache, "in-the-way"))
     data = load_cifar10(tiny_folder)
     assert len(data["train_labels"]) == 12
-    assert not os.path.exists(os.path.join(tiny_folder, data_module.CACHE_NAME))
+    assert os.listdir(cache) == ["in-the-way"], "the cache was not written"
+    assert [f for f in os.listdir(tiny_folder) if f.startswith(".")] == [], "no temporary file left"
 
 
 def test_the_last_incomplete_batch_of_an_epoch_is_dropped(tiny_folder):

@@ -94,7 +94,9 @@ def test_a_rejected_param_group_leaves_no_trace(foreach, bad):
     opt.add_param_group({"params": [second], "lr": 0.2})  # a corrected retry is accepted
     assert opt.param_groups[1]["lr"] == 0.2
     first.grad, second.grad = torch.ones_like(first), torch.ones_like(second)
+    before = [first.detach().clone(), second.detach().clone()]
     opt.step()  # and both groups step
+    assert not torch.equal(first, before[0]) and not torch.equal(second, before[1])
 
 
 def test_a_failed_step_changes_nothing(foreach):

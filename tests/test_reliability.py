@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT, kill_when, make_image_folder, run_main, run_script
+from tests.conftest import NO_NETWORK, ROOT, kill_when, make_image_folder, run_main, run_script
 from config import load_config
 from data import CACHE_NAME
 from sweep import sweep_lock_path
@@ -213,8 +213,11 @@ def test_what_runs_write_inside_the_repository_is_git_ignored():
 def test_no_test_reaches_the_network_in_process_or_in_the_scripts_it_starts(tmp_path):
     from tests.conftest import network_guard
 
-    with pytest.raises(network_guard.NetworkRefused):
-        socket.getaddrinfo("example.org", 443)
+    for lookup in (lambda: socket.getaddrinfo("example.org", 443), lambda: socket.gethostbyname("example.org"),
+                   lambda: socket.gethostbyname_ex("example.org"), lambda: socket.gethostbyaddr("93.184.215.14")):
+        with pytest.raises(network_guard.NetworkRefused):
+            lookup()
+    assert socket.gethostbyname("localhost") in ("127.0.0.1", "::1"), "this machine's names still resolve"
     code = ("import socket\ntry:\n    socket.getaddrinfo('example.org', 443)\n"
             "except OSError as e:\n    print(type(e).__name__)\n")
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -242,7 +245,7 @@ def test_lars_and_scheduler_import_only_torch_and_the_standard_library(tmp_path)
     code = "import torch, lars, scheduler\nopt = lars.LARS([torch.nn.Parameter(torch.ones(2))], lr=0.1)\n" \
            "scheduler.PolynomialLRDecay(opt, 10, 0.0, 2.0)\n"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": ""})
+                            env={**os.environ, "PYTHONPATH": NO_NETWORK})  # the project off the path, the guard on
     assert result.returncode == 0, result.stderr
 
 

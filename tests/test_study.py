@@ -14,7 +14,7 @@ from config import ConfigError, load_config, run_differences, validate
 from data import load_cifar10
 from models import MODELS, build_model
 from results import at_grid_edge, best_grid_run, markdown, steps_to_target
-from tests.conftest import make_image_folder, run_script
+from tests.conftest import make_image_folder, run_main, run_script, train_in_process
 from train import Trainer, build_optimizer, build_scheduler
 from utils import Process, format_duration, load_checkpoint
 
@@ -37,13 +37,16 @@ def folder(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_grid_sweep_runs_each_peak_lr_then_the_best_with_extra_seeds_and_resumes(folder, tmp_path):
+def test_a_grid_sweep_runs_each_peak_lr_then_the_best_with_extra_seeds_and_resumes(folder, tmp_path, monkeypatch,
+                                                                                    capsys):
     preset = tmp_path / "grid.py"
     preset.write_text(GRID_PRESET)
     args = [str(preset), f"--data_dir={folder}", f"--checkpoint_dir={tmp_path / 'ck'}",
             f"--results_dir={tmp_path / 'results'}"]
-    result = run_script("sweep.py", *args)
-    assert result.returncode == 0, result.stderr
+    with monkeypatch.context() as patched:  # the sweep in this process; the second one below is a real one
+        train_in_process(patched)
+        status, _, stderr = run_main("sweep.py", *args, capsys=capsys)
+    assert status == 0, stderr
     results = json.loads((tmp_path / "results" / "grid" / "results.json").read_text())
     runs = [(c["role"], c["peak_lr"], c["seed"], c["status"]) for c in results["cells"]]
     assert runs == [("grid", 1e6, 0, "diverged"), ("grid", 0.02, 0, "finished"), ("seed", 0.02, 1, "finished")]

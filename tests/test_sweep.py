@@ -104,9 +104,11 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(folder, tmp_path):
 @pytest.mark.parametrize("setting, name", [("--sweep_batch_sizes=[16, 0]", "BATCH_SIZE"),
                                            ("--sweep_batch_sizes=[16, 16]", "SWEEP_BATCH_SIZES"),
                                            ("--sweep_with_lars=[]", "SWEEP_WITH_LARS")])
-def test_bad_sweep_settings_exit_2_before_any_run(folder, tmp_path, setting, name):
-    result = run_script("sweep.py", *sweep_args(folder, tmp_path, setting))
-    assert result.returncode == 2 and result.stderr.startswith(f"error: {name} ")
+def test_bad_sweep_settings_exit_2_before_any_run(folder, tmp_path, setting, name, capsys):
+    from tests.conftest import run_main
+
+    status, _, stderr = run_main("sweep.py", *sweep_args(folder, tmp_path, setting), capsys=capsys)
+    assert status == 2 and stderr.startswith(f"error: {name} ")
     assert not (tmp_path / "ck").exists() and not (tmp_path / "results").exists()
 
 

@@ -2,13 +2,14 @@
 recipe of a SWEEP_RECIPES sweep are picked on validation top-1, and reported on the test set."""
 
 import json
+import os
 
 import pytest
 import torch
 
 from data import Batches, DataError, channel_stats, hold_out_validation, load_cifar10, subset, training_data
 from results import best_grid_run, markdown, steps_at_best_lr, steps_cell
-from tests.conftest import make_image_folder, run_script
+from tests.conftest import make_image_folder, run_main, run_script, train_in_process
 from utils import load_checkpoint
 
 
@@ -59,11 +60,24 @@ def test_a_hold_out_that_leaves_a_class_nothing_to_train_on_is_refused():
 
 
 def test_without_a_split_the_data_is_what_runs_recorded_before_it_existed(tiny_folder):
-    before = subset(load_cifar10(tiny_folder), 7)
-    after = training_data(tiny_folder, 0, 0, 7)
-    assert set(before) == set(after), "no val_images key"
-    for key, value in before.items():
-        assert torch.equal(value, after[key]) if torch.is_tensor(value) else value == after[key], key
+    # What the runs recorded before VALIDATION_SIZE existed trained on, rebuilt from its definition
+    # without data.py: every training image in folder order (classes sorted, files sorted), the
+    # first TRAIN_SUBSET of torch.randperm seeded 0, normalised by the mean and std of all of them.
+    import numpy as np
+    from PIL import Image
+
+    classes = sorted(os.listdir(os.path.join(tiny_folder, "train")))
+    files = [(os.path.join(tiny_folder, "train", c, f), label) for label, c in enumerate(classes)
+             for f in sorted(os.listdir(os.path.join(tiny_folder, "train", c)))]
+    images = torch.from_numpy(np.stack([np.asarray(Image.open(path).convert("RGB")) for path, _ in files]))
+    labels = torch.tensor([label for _, label in files])
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0))[:7]
+    pixels = images.reshape(-1, 3).double() / 255
+    data = training_data(tiny_folder, 0, 0, 7)
+    assert "val_images" not in data
+    assert torch.equal(data["train_images"], images[order]) and torch.equal(data["train_labels"], labels[order])
+    torch.testing.assert_close(data["mean"].double(), pixels.mean(0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(data["std"].double(), pixels.std(0, correction=0), rtol=0, atol=1e-6)
 
 
 def test_with_a_split_the_normalisation_and_the_subset_come_from_the_training_images_only(tiny_folder):
@@ -130,14 +144,15 @@ NUM_THREADS = 1
 
 
 @pytest.mark.slow
-def test_a_recipe_sweep_runs_every_recipe_and_chooses_on_validation(tmp_path):
+def test_a_recipe_sweep_runs_every_recipe_and_chooses_on_validation(tmp_path, monkeypatch, capsys):
     folder = make_image_folder(tmp_path / "data", per_class_train=24, per_class_test=6)
     preset = tmp_path / "recipes.py"
     preset.write_text(RECIPE_PRESET)
     args = [str(preset), f"--data_dir={folder}", f"--checkpoint_dir={tmp_path / 'ck'}",
             f"--results_dir={tmp_path / 'results'}"]
-    result = run_script("sweep.py", *args)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_in_process(monkeypatch)  # the sweep and its runs in this process: the same results, no interpreter each
+    status, _, stderr = run_main("sweep.py", *args, capsys=capsys)
+    assert status == 0, stderr[-3000:]
     results = json.loads((tmp_path / "results" / "recipes" / "results.json").read_text())
     runs = [(c["with_lars"], c["recipe"], c["peak_lr"]) for c in results["cells"]]
     assert sorted(runs) == sorted((lars, r, p) for lars in (False, True)
@@ -157,13 +172,13 @@ def test_a_recipe_sweep_runs_every_recipe_and_chooses_on_validation(tmp_path):
 
     path = tmp_path / "ck" / "recipes" / "smoothed" / "lr0.1" / "withLars-16.pth"
     checkpoint = load_checkpoint(str(path))
-    shown = run_script("val.py", f"--checkpoint={path}", f"--data_dir={folder}")
-    assert shown.returncode == 0, shown.stderr
-    lines = shown.stdout.strip().splitlines()
+    status, shown, stderr = run_main("val.py", f"--checkpoint={path}", f"--data_dir={folder}", capsys=capsys)
+    assert status == 0, stderr
+    lines = shown.strip().splitlines()
     last = checkpoint["history"][-1]
     assert lines[-2].startswith(f"validation top-1 accuracy: {last['val_acc']:.2f}% (12 training images held out)")
     assert lines[-1] == f"top-1 accuracy: {last['test_acc']:.2f}%"
-    assert "val top-1 %" in shown.stdout
+    assert "val top-1 %" in shown
 
 
 def table_shapes(text):
@@ -203,9 +218,10 @@ def test_a_cell_not_yet_run_shows_a_dash_in_every_accuracy_column():
     lines = markdown(results).splitlines()
     header = next(line for line in lines if line.startswith("| Batch | SGD: peak LR"))
     row = next(line for line in lines if line.startswith("| 16 |"))
-    for name, cell in zip(header.strip("|").split("|"), row.strip("|").split("|")):
-        if name.strip().startswith("LARS") and ("%" in name):
-            assert cell.strip() == "-", (name, cell)
+    cells = dict(zip([n.strip() for n in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
+    lars_accuracies = [name for name in cells if name.startswith("LARS") and "%" in name]
+    assert lars_accuracies == ["LARS: val %", "LARS: top-1 %"], "the columns this test is about"
+    assert all(cells[name] == "-" for name in lars_accuracies), cells
 
 
 def test_a_grid_reference_shows_its_best_of_grid_mean_not_one_of_its_runs(monkeypatch):

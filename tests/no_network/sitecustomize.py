@@ -47,7 +47,17 @@ def _guarded_connect_ex(self, address):
     return _connect_ex(self, address)
 
 
+def _guarded_lookup(lookup):
+    """gethostbyname and its kin: each asks a resolver (the network) about a name or address."""
+    def guarded(host, *args, **kwargs):
+        _check(host)
+        return lookup(host, *args, **kwargs)
+    return guarded
+
+
 _getaddrinfo, _connect, _connect_ex = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
 socket.getaddrinfo = _guarded_getaddrinfo
 socket.socket.connect = _guarded_connect
 socket.socket.connect_ex = _guarded_connect_ex
+for _name in ("gethostbyname", "gethostbyname_ex", "gethostbyaddr"):
+    setattr(socket, _name, _guarded_lookup(getattr(socket, _name)))
