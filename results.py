@@ -12,6 +12,7 @@ import os
 import statistics
 
 from diagnostics import plot_layers, thinned
+from significance import welch_interval
 from utils import CheckpointError, evaluated, format_accuracy, format_duration, load_checkpoint, write_atomically
 
 DONE = ("finished", "diverged")
@@ -329,6 +330,7 @@ def _grid_tables(results, machines):
         lines.append(row)
     lines += _original_form(results, machines, validation, reference)
     if with_recipes:
+        lines += _answer(grouped, validation)
         lines += _recipe_choice(results, split)
     lines += ["", "## Whole grid", "",
               f"| Batch |{recipe_column} Optimizer | Peak LR (lr x tc) | Seed |{' val % |' if validation else ''} "
@@ -386,6 +388,69 @@ def _reference_steps_row(results, runs, batch, with_recipes, goals):
         steps = steps_at_best_lr(runs.get((batch, with_lars), []), goals)
         row += "".join(f" {steps_cell(steps, t)} |" for t in goals)
     return [row]
+
+
+def answer_rows(grouped):
+    """The smallest batch against the largest, per optimizer and recipe run at the largest: [(with
+    LARS, recipe, the recipe at the smallest batch, its best run and seed runs there, the same at the
+    largest)]. A recipe run only at the largest batch is compared with the optimizer's recipe that
+    was run at both (the one recipe of the answer)."""
+    batches = sorted({batch for batch, _, _ in grouped})
+    if len(batches) < 2:
+        return []
+    small, large = batches[0], batches[-1]
+    rows = []
+    for with_lars in (False, True):
+        recipes = [recipe for batch, recipe, lars in grouped if batch == large and lars == with_lars]
+        at_both = [r for r in recipes if best_of_grid(grouped.get((small, r, with_lars), []))[0] is not None]
+        for recipe in recipes:
+            base = recipe if recipe in at_both else (at_both[0] if at_both else None)
+            large_best = best_of_grid(grouped[large, recipe, with_lars])
+            if base is not None and large_best[0] is not None:
+                rows.append((with_lars, recipe, base, best_of_grid(grouped[small, base, with_lars]), large_best))
+    return rows
+
+
+def _answer(grouped, validation):
+    """The answer: from the smallest batch to the largest, what each optimizer loses on test top-1
+    (mean over seeds, with Welch's 95 % interval), and the lead of LARS over SGD at the largest."""
+    rows = answer_rows(grouped)
+    if not rows:
+        return []
+    batches = sorted({batch for batch, _, _ in grouped})
+    small, large = batches[0], batches[-1]
+    val = lambda runs: f" {_mean_over_seeds(runs, 'final_val_top1')} |" if validation else ""  # noqa: E731
+    header = (f"| Optimizer | Recipe | {small}: peak LR |{f' {small}: val % |' if validation else ''} {small}: top-1 % "
+              f"| {large}: peak LR |{f' {large}: val % |' if validation else ''} {large}: top-1 % | "
+              f"loss, top-1 points (95 % interval) |")
+    lines = ["", "## From the smallest batch to the largest", "",
+             f"Each cell at its best peak LR{' on validation' if validation else ''}, top-1 on the test set as "
+             f"mean ± sample standard deviation over that LR's seeds. The loss is the {small} cell's mean minus the "
+             f"{large} cell's, with Welch's 95 % interval (Student t on the Welch-Satterthwaite degrees of freedom; "
+             "'-' with fewer than 2 seeds on a side): with 2 or 3 seeds the interval is wide, and a loss whose "
+             "interval holds 0 is not shown to be one. A recipe run only at the largest batch is compared with "
+             f"the optimizer's recipe run at both (named in brackets).", "", header,
+             "|" + "---|" * (header.count("|") - 1)]
+    finals = {}
+    for with_lars, recipe, base, (small_best, small_runs), (large_best, large_runs) in rows:
+        finals[with_lars, recipe] = [c["final_top1"] for c in large_runs]
+        loss = welch_interval([c["final_top1"] for c in small_runs], [c["final_top1"] for c in large_runs])
+        difference = statistics.mean(c["final_top1"] for c in small_runs) - statistics.mean(finals[with_lars, recipe])
+        label = recipe if base == recipe else f"{recipe} ({small}: {base})"
+        lines.append(f"| {'LARS' if with_lars else 'SGD'} | {label} | {_lr_label(small_best)} |{val(small_runs)} "
+                     f"{_mean_over_seeds(small_runs, 'final_top1')} | {_lr_label(large_best)} |{val(large_runs)} "
+                     f"{_mean_over_seeds(large_runs, 'final_top1')} | {_interval(difference, loss)} |")
+    for recipe in dict.fromkeys(recipe for _, recipe, *_ in rows):
+        if (False, recipe) in finals and (True, recipe) in finals:
+            lars, sgd = finals[True, recipe], finals[False, recipe]
+            lead = statistics.mean(lars) - statistics.mean(sgd)
+            lines += ["", f"At batch {large}, recipe {recipe}: LARS leads SGD by "
+                          f"{_interval(lead, welch_interval(lars, sgd))} top-1 points."]
+    return lines
+
+
+def _interval(difference, welch):
+    return f"{difference:.2f} ({welch['low']:.2f} to {welch['high']:.2f})" if welch else f"{difference:.2f} (-)"
 
 
 def _mean_over_seeds(runs, key):
@@ -541,7 +606,8 @@ def plot(results_dir, results):
 
 def plot_grid(results_dir, results):
     """lr_grid.png: final top-1 against peak LR (LARS: lr x tc), one curve per batch size (and
-    recipe), SGD and LARS panels, diverged runs as crosses at their last accuracy;
+    recipe), SGD and LARS panels, diverged runs as crosses at their last accuracy; with a
+    validation split, validation solid and test dashed;
     batch_size.png: best top-1 (mean and sd over seeds) against batch size, with the reference
     sweep's cells; steps.png: steps to the first two targets (50 % and 70 % unless SWEEP_TARGETS
     says otherwise) against batch size (mean over the best LR's seeds, where all reached it),
@@ -562,15 +628,20 @@ def plot_grid(results_dir, results):
                            if c.get("role", "grid") == "grid" and c["status"] in DONE and c.get("final_top1") is not None),
                           key=lambda c: c["peak_lr"])
             x = [lr_x_tc(c) if with_lars else c["peak_lr"] for c in runs]
+            if not runs:
+                continue
             ax.plot(x, [selection_top1(c) for c in runs], "-", color=colour, label=row_label(batch, recipe))
+            if split == "validation":  # the test set beside what the LR was chosen on
+                ax.plot(x, [c["final_top1"] for c in runs], "--", color=colour, alpha=0.6)
             for xi, c in zip(x, runs):
                 ax.plot(xi, selection_top1(c), "x" if c["status"] == "diverged" else "o", color=colour)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("peak LR x trust coefficient" if with_lars else "peak LR")
-        ax.set_title(f"{results['preset']}: {'LARS' if with_lars else 'SGD'} (x: diverged)")
+        solid = "solid: validation, dashed: test; " if split == "validation" else ""
+        ax.set_title(f"{results['preset']}: {'LARS' if with_lars else 'SGD'}\n({solid}x: diverged)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    axes[0].set_ylabel(f"final {split} top-1 accuracy, %")
+    axes[0].set_ylabel("final top-1 accuracy, %" if split == "validation" else f"final {split} top-1 accuracy, %")
     _save(fig, os.path.join(results_dir, "lr_grid.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))

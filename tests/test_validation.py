@@ -278,3 +278,31 @@ def test_the_steps_table_follows_sweep_targets(capsys):
     assert "| 16 | 10 | 10 | 20 |  |  |" in text
     status, _, stderr = run_main("sweep.py", "--sweep_targets=[0, 90]", capsys=capsys)
     assert status == 2 and "SWEEP_TARGETS = [0, 90] is not allowed" in stderr
+
+
+def test_the_answer_table_gives_each_optimizers_loss_with_welchs_interval_and_the_lead_at_the_largest_batch():
+    from significance import welch_interval
+
+    def run(batch, lars, recipe, peak, val, test, seed=0):
+        return {**fake_run(peak, val, test, role="seed" if seed else "grid", seed=seed, recipe=recipe),
+                "batch_size": batch, "with_lars": lars}
+
+    cells = [run(16, False, "one", 0.1, 80.0, 79.0), run(16, False, "one", 0.1, 81.0, 80.0, seed=1),
+             run(16, False, "one", 0.2, 70.0, 90.0),  # better on test, worse on validation: not chosen
+             run(64, False, "one", 0.1, 60.0, 61.0), run(64, False, "one", 0.1, 62.0, 63.0, seed=1),
+             run(64, False, "other", 0.4, 65.0, 64.0),  # only at the largest batch: compared with "one" at 16
+             run(16, True, "one", 0.5, 79.0, 78.5), run(16, True, "one", 0.5, 79.5, 78.0, seed=1),
+             run(64, True, "one", 1.0, 75.0, 74.0), run(64, True, "one", 1.0, 77.0, 75.0, seed=1)]
+    text = markdown({"preset": "p", "command": "c", "grid": True, "reference": None, "cells": cells})
+    section = text.split("## From the smallest batch to the largest")[1].split("## Recipe choice")[0]
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line.strip("|").split("|")[-1].strip()
+            for line in section.splitlines() if line.startswith("| SGD") or line.startswith("| LARS")}
+    sgd = welch_interval([79.0, 80.0], [61.0, 63.0])
+    assert rows["SGD", "one"] == f"{sgd['difference']:.2f} ({sgd['low']:.2f} to {sgd['high']:.2f})"
+    assert rows["SGD", "other (16: one)"] == f"{79.5 - 64.0:.2f} (-)", "one seed at 64: no interval"
+    lars = welch_interval([78.5, 78.0], [74.0, 75.0])
+    assert rows["LARS", "one"] == f"{lars['difference']:.2f} ({lars['low']:.2f} to {lars['high']:.2f})"
+    lead = welch_interval([74.0, 75.0], [61.0, 63.0])
+    assert (f"At batch 64, recipe one: LARS leads SGD by {lead['difference']:.2f} ({lead['low']:.2f} to "
+            f"{lead['high']:.2f}) top-1 points.") in section
+    assert "recipe other: LARS leads" not in section, "no LARS cell of that recipe"
