@@ -11,9 +11,10 @@ import math
 import os
 import statistics
 
+from checkpoints import CheckpointError, load_checkpoint
 from diagnostics import plot_layers, thinned
 from significance import welch_interval
-from utils import CheckpointError, evaluated, format_accuracy, format_duration, load_checkpoint, write_atomically
+from utils import evaluated, format_accuracy, format_duration, write_atomically
 
 DONE = ("finished", "diverged")
 TARGETS = (50, 70, 80)  # test top-1 %, for the steps-to-target table of a sweep that names none

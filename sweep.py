@@ -44,12 +44,13 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
+from checkpoints import CheckpointError, InUseError, checkpoint_path, hold_lock
 from config import ConfigError, constants, exit_with_help_if_asked, load_config, peak_lr, run_differences, validate
+from estimate import run_seconds, seconds_per_image, too_long_warning
 from models import MODELS
 from results import DONE, at_grid_edge, best_grid_run, cell_summary, read_results, write_results
-from estimate import run_seconds, seconds_per_image, too_long_warning
-from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, Process, Terminated, checkpoint_path, fail,
-                   handle_interrupts, hold_lock, interrupt_exit_status, interrupt_name, pick_device, plural)
+from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, DeviceError, Process, Terminated, fail, handle_interrupts,
+                   interrupt_exit_status, interrupt_name, pick_device, plural)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 RECIPE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -321,7 +322,7 @@ def sweep(argv, preset, command, training):
         recorded = recorded_runs(results_dir)
         runs, summaries = plan(cell_list, preset, recorded)
         device = pick_device(cfg.DEVICE, Process())
-    except ConfigError as e:
+    except (ConfigError, DeviceError) as e:
         fail(e, EXIT_BAD_INPUT)
     header = {"preset": preset, "command": command,
               "grid": any(cell[3].SWEEP_PEAK_LRS is not None for cell in cell_list),
@@ -331,7 +332,7 @@ def sweep(argv, preset, command, training):
         warn_if_too_long(pending)
     try:
         lock = hold_lock(sweep_lock_path(cfg.RESULTS_DIR, preset), f"the sweep {results_dir}")
-    except ConfigError as e:
+    except InUseError as e:
         fail(e, EXIT_BAD_INPUT)
     status = run_all(cell_list, preset, recorded, runs, summaries, cfg, header, results_dir, training)
     lock.close()

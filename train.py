@@ -27,41 +27,22 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from checkpoints import (CheckpointError, InUseError, NoCheckpointError, checkpoint_path, hold_lock,
+                         load_checkpoint, load_model_state, lock_path, refuse_if_locked, save_checkpoint,
+                         writable_dir_problem)
 from config import ConfigError, constants, exit_with_help_if_asked, load_config, run_differences, validate
 from data import Batches, DataError, training_data
 from diagnostics import LayerStats
 from estimate import run_seconds, too_long_warning
+from evaluation import autocast, test_accuracy
 from lars import LARS
 from models import MODELS, build_model
 from scheduler import GradualWarmupScheduler, MultiStepDecay, PolynomialLRDecay
-from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, CheckpointError, NoCheckpointError, checkpoint_path,
-                   describe_machine, evaluated, fail, format_accuracies, format_duration, format_settings, hold_lock,
-                   init_distributed, interrupt_exit_status, interrupt_name, plural, refuse_if_locked, handle_interrupts,
-                   load_checkpoint, load_model_state, lock_path, pick_device, process_from_env, save_checkpoint,
-                   set_threads, writable_dir_problem)
+from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, DeviceError, describe_machine, evaluated, fail, format_accuracies,
+                   format_duration, format_settings, handle_interrupts, init_distributed, interrupt_exit_status,
+                   interrupt_name, pick_device, plural, process_from_env, set_threads)
 
-EVAL_BATCH_SIZE = 1000
 ESTIMATE_AFTER_STEPS = 10  # steps of the first epoch after which the run's length is estimated
-
-
-def autocast(device, amp):
-    """bf16 autocast on the CPU, fp16 (with the GradScaler) on CUDA, when AMP is on."""
-    return torch.autocast(device.type, torch.float16 if device.type == "cuda" else torch.bfloat16, enabled=amp)
-
-
-@torch.no_grad()
-def test_accuracy(network, test_set, make_autocast, process=None):
-    """Top-1 accuracy in percent on ``test_set`` (data.TestSet); with ``process`` of several,
-    each evaluates its share and every image is counted once. train.py and val.py both use it."""
-    rank, world_size = (process.rank, process.world_size) if process else (0, 1)
-    network.eval()
-    correct = torch.zeros((), device=test_set.device, dtype=torch.long)
-    for images, labels in test_set.batches(EVAL_BATCH_SIZE, rank, world_size):
-        with make_autocast():
-            correct += (network(images).argmax(1) == labels).sum()
-    if world_size > 1:
-        dist.all_reduce(correct)
-    return 100.0 * correct.item() / len(test_set)
 
 
 def build_optimizer(model, cfg):
@@ -338,7 +319,7 @@ def main(argv):
         # is read again, as another run may have written it meanwhile.
         lock = hold_lock(lock_path(checkpoint_path(cfg)), checkpoint_path(cfg)) if process.is_main else None
         checkpoint = load_resume_checkpoint(cfg)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, DeviceError, InUseError) as e:
         fail(e, EXIT_BAD_INPUT)
     except KeyboardInterrupt as stop:  # while the data loads, say
         fail(f"{interrupt_name(stop)} before training started; nothing was written", interrupt_exit_status(stop))

@@ -25,15 +25,16 @@ import shlex
 import torch
 
 import hyperparams
+from checkpoints import CheckpointError, NoCheckpointError, checkpoint_path, load_checkpoint, load_model_state
 from config import ConfigError, exit_with_help_if_asked, load_config
 from data import DataError, TestSet, channel_stats, hold_out_validation, load_cifar10
 from diagnostics import format_tables, plot_layers
 from estimate import CPU_PRESETS, fits_the_cpu
+from evaluation import autocast, test_accuracy
 from models import build_model
 from results import markdown, read_results
-from train import autocast, test_accuracy
-from utils import (EXIT_BAD_INPUT, CheckpointError, NoCheckpointError, Process, checkpoint_path, fail, format_history,
-                   format_settings, load_checkpoint, load_model_state, pick_device, set_threads)
+from utils import (EXIT_BAD_INPUT, DeviceError, Process, fail, format_history, format_settings, pick_device,
+                   set_threads)
 
 EXIT_NO_CHECKPOINT = 1
 
@@ -110,7 +111,7 @@ def main(argv):
     try:
         cfg = load_config(argv)
         device = pick_device(cfg.DEVICE, Process())
-    except ConfigError as e:
+    except (ConfigError, DeviceError) as e:
         fail(e, EXIT_BAD_INPUT)
     chosen = path or checkpoint_path(cfg)
     try:

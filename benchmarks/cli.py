@@ -2,7 +2,7 @@
 
 from config import ConfigError, start_command
 from data import DataError
-from utils import EXIT_BAD_INPUT, fail
+from utils import EXIT_BAD_INPUT, DeviceError, fail
 
 
 def run(main, script_doc, argv):
@@ -11,5 +11,5 @@ def run(main, script_doc, argv):
     start_command(script_doc, argv)
     try:
         main(argv)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, DeviceError) as e:
         fail(e, EXIT_BAD_INPUT)

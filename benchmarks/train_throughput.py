@@ -31,7 +31,8 @@ from config import load_config  # noqa: E402
 from data import load_cifar10, subset  # noqa: E402
 from models import build_model  # noqa: E402
 from train import Trainer  # noqa: E402
-from utils import Process, checkpoint_path, load_checkpoint  # noqa: E402
+from checkpoints import checkpoint_path, load_checkpoint  # noqa: E402
+from utils import Process  # noqa: E402
 from cli import run  # noqa: E402  (beside this file)
 
 PRESET = os.path.join(ROOT, "configs", "cpu.py")

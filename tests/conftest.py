@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from utils import CheckpointError, load_checkpoint
+from checkpoints import CheckpointError, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar10-jpg.tar.gz")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from lars import LARS
 from tests.conftest import ROOT, kill_when, run_script
-from utils import load_checkpoint
+from checkpoints import load_checkpoint
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

@@ -16,7 +16,8 @@ from diagnostics import FIELDS, LayerStats, thinned
 from lars import LARS
 from tests.conftest import ROOT, NoBatchNorm, kill_when, make_image_folder, run_script
 from train import Trainer
-from utils import Process, load_checkpoint
+from checkpoints import load_checkpoint
+from utils import Process
 
 
 @pytest.fixture(scope="module")

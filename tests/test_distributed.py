@@ -13,7 +13,8 @@ from config import load_config
 from data import load_cifar10
 from tests.conftest import ROOT, NoBatchNorm, make_image_folder, run_script, wait_for_epoch
 from train import Trainer
-from utils import Process, load_checkpoint
+from checkpoints import load_checkpoint
+from utils import Process
 
 # One thread per process in both runs: kernels then sum in the same order, and the runs agree to
 # the last bit here (with 2 threads in the single process they drift apart by 1e-3 in 6 steps).

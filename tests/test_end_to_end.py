@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import run_script
-from utils import load_checkpoint
+from checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

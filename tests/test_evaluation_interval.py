@@ -6,7 +6,8 @@ import torch
 
 from results import _evaluations, cell_summary, ordinal, steps_to_target
 from tests.conftest import run_script
-from utils import EXIT_DIVERGED, evaluated, format_history, load_checkpoint
+from checkpoints import load_checkpoint
+from utils import EXIT_DIVERGED, evaluated, format_history
 
 TINY_RUN = ["--model=resnet20", "--batch_size=4", "--num_epochs=4", "--warmup_epochs=0", "--precise_bn=1",
             "--validation_size=3", "--num_threads=1"]

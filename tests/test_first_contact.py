@@ -17,7 +17,7 @@ import torch
 import val
 from tests.conftest import (ROOT, kill_when, make_image_folder, run_main, run_script, runs_until, saved_epoch,
                             wait_for_epoch)
-from utils import load_checkpoint
+from checkpoints import load_checkpoint
 
 RUN = ["--model=resnet20", "--batch_size=16", "--num_epochs=2", "--warmup_epochs=0", "--num_threads=1",
        "--device=cpu"]
@@ -152,11 +152,11 @@ def test_a_second_run_on_the_same_checkpoint_is_refused_and_a_killed_one_blocks_
 @pytest.mark.slow
 def test_a_second_sweep_on_the_same_results_is_refused(folder, tmp_path):
     from sweep import sweep_lock_path
-    from utils import hold_lock
+    from checkpoints import hold_lock
 
     args = ["--sweep_batch_sizes=[16]", "--sweep_with_lars=[False]", *RUN, f"--data_dir={folder}",
             f"--checkpoint_dir={tmp_path / 'ck'}", f"--results_dir={tmp_path / 'res'}"]
-    code = f"import sys, time; sys.path.insert(0, {ROOT!r}); from utils import hold_lock; " \
+    code = f"import sys, time; sys.path.insert(0, {ROOT!r}); from checkpoints import hold_lock; " \
            f"held = hold_lock({sweep_lock_path(str(tmp_path / 'res'), 'default')!r}, 'x'); print('held', flush=True); time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

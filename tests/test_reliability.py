@@ -15,7 +15,7 @@ from tests.conftest import NO_NETWORK, ROOT, kill_when, make_image_folder, run_m
 from config import load_config
 from data import CACHE_NAME
 from sweep import sweep_lock_path
-from utils import CheckpointError, checkpoint_path, load_checkpoint, lock_path, save_checkpoint
+from checkpoints import CheckpointError, checkpoint_path, load_checkpoint, lock_path, save_checkpoint
 
 RUN = ["--model=resnet20", "--batch_size=32", "--num_epochs=4", "--warmup_epochs=1",
        "--with_lars=True", "--num_threads=1", "--layer_stats_every=4"]
@@ -69,8 +69,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run_bit_for_bit(folder, tm
 KILL_DURING_SAVE = """
 import os, signal, sys, torch
 sys.path.insert(0, {root!r})
-import utils
-utils.save_checkpoint({path!r}, {{"epoch": 1, "weights": torch.ones(3)}})
+import checkpoints
+checkpoints.save_checkpoint({path!r}, {{"epoch": 1, "weights": torch.ones(3)}})
 real_save = torch.save
 def save_half_then_die(obj, f):
     real_save(obj, f)
@@ -78,7 +78,7 @@ def save_half_then_die(obj, f):
     f.truncate(f.tell() // 2)
     os.kill(os.getpid(), signal.SIGKILL)
 torch.save = save_half_then_die
-utils.save_checkpoint({path!r}, {{"epoch": 2, "weights": torch.zeros(3)}})
+checkpoints.save_checkpoint({path!r}, {{"epoch": 2, "weights": torch.zeros(3)}})
 """
 
 
@@ -261,3 +261,23 @@ def test_resume_refuses_a_changed_setting_and_accepts_operational_ones(folder, t
     accepted = run_script("train.py", *args, "--resume=True", "--num_threads=1", "--layer_stats_every=7",
                           f"--data_dir={os.path.join(folder, '.')}", "--num_workers=0")
     assert accepted.returncode == 0 and "is a complete run" in accepted.stdout, accepted.stderr
+
+
+def test_no_command_imports_another_and_the_shared_modules_import_no_command():
+    # train.py, val.py and sweep.py each stand alone on the modules below them; utils.py, the
+    # lowest of those, imports nothing of the project.
+    import ast
+
+    commands = {"train", "val", "sweep"}
+    project = {os.path.splitext(f)[0] for f in os.listdir(ROOT) if f.endswith(".py")} | {"models"}
+
+    def imported(name):
+        tree = ast.parse(open(os.path.join(ROOT, f"{name}.py")).read())
+        names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        names |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        return names & project
+
+    for name in project - {"models"}:
+        assert not imported(name) & commands - {name}, f"{name}.py imports a command"
+    assert imported("utils") == set(), "utils.py imports nothing of the project"
+    assert "train" not in imported("val") and {"checkpoints", "evaluation"} <= imported("val")

@@ -16,7 +16,8 @@ from models import MODELS, build_model
 from results import at_grid_edge, best_grid_run, markdown, steps_to_target
 from tests.conftest import make_image_folder, run_main, run_script, train_in_process
 from train import Trainer, build_optimizer, build_scheduler
-from utils import Process, format_duration, load_checkpoint
+from checkpoints import load_checkpoint
+from utils import Process, format_duration
 
 GRID_PRESET = """
 SWEEP_BATCH_SIZES = [16]

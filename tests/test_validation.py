@@ -10,7 +10,7 @@ import torch
 from data import Batches, DataError, channel_stats, hold_out_validation, load_cifar10, subset, training_data
 from results import best_grid_run, markdown, steps_at_best_lr, steps_cell
 from tests.conftest import make_image_folder, run_main, run_script, train_in_process
-from utils import load_checkpoint
+from checkpoints import load_checkpoint
 
 
 def numbered_data(per_class=50, classes=10, seed=0):
