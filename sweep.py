@@ -44,11 +44,12 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
-from checkpoints import CheckpointError, InUseError, checkpoint_path, hold_lock
+from checkpoints import InUseError, checkpoint_path, hold_lock
+from choosing import DONE, ResultsError, at_grid_edge, best_grid_run, cell_summary, read_results
 from config import ConfigError, constants, exit_with_help_if_asked, load_config, peak_lr, run_differences, validate
 from estimate import run_seconds, seconds_per_image, too_long_warning
 from models import MODELS
-from results import DONE, at_grid_edge, best_grid_run, cell_summary, read_results, write_results
+from results import write_results
 from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, DeviceError, Process, Terminated, fail, handle_interrupts,
                    interrupt_exit_status, interrupt_name, pick_device, plural)
 
@@ -217,7 +218,7 @@ def unplanned_records(recorded, summaries):
 def recorded_runs(results_dir):
     try:
         cells = read_results(results_dir)["cells"]
-    except CheckpointError:
+    except ResultsError:
         return []
     return [c for c in cells if c["status"] in DONE and c.get("hyperparams")]
 

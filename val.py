@@ -26,13 +26,14 @@ import torch
 
 import hyperparams
 from checkpoints import CheckpointError, NoCheckpointError, checkpoint_path, load_checkpoint, load_model_state
+from choosing import ResultsError, read_results
 from config import ConfigError, exit_with_help_if_asked, load_config
 from data import DataError, TestSet, channel_stats, hold_out_validation, load_cifar10
 from diagnostics import format_tables, plot_layers
 from estimate import CPU_PRESETS, fits_the_cpu
 from evaluation import autocast, test_accuracy
 from models import build_model
-from results import markdown, read_results
+from results import markdown
 from utils import (EXIT_BAD_INPUT, DeviceError, Process, fail, format_history, format_settings, pick_device,
                    set_threads)
 
@@ -99,7 +100,7 @@ def main(argv):
     if results_dir is not None:
         try:
             print(markdown(read_results(results_dir)), end="")
-        except CheckpointError as e:
+        except ResultsError as e:
             fail(e, EXIT_NO_CHECKPOINT)
         return
     path, argv = split_arg(argv, "checkpoint")

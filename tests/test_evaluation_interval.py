@@ -4,7 +4,8 @@ the same as when every epoch is evaluated, and every reader of the history copes
 import pytest
 import torch
 
-from results import _evaluations, cell_summary, ordinal, steps_to_target
+from choosing import cell_summary, steps_to_target
+from results import _evaluations, ordinal
 from tests.conftest import run_script
 from checkpoints import load_checkpoint
 from utils import EXIT_DIVERGED, evaluated, format_history

@@ -7,7 +7,7 @@ import re
 import pytest
 
 import sweep
-from results import DONE, at_grid_edge, best_grid_run, read_results, recipe_ranking
+from choosing import DONE, at_grid_edge, best_grid_run, read_results, recipe_ranking
 from config import load_config, peak_lr, run_differences, validate
 from models import MODELS
 from tests.conftest import ROOT

@@ -13,7 +13,8 @@ import hyperparams
 from config import ConfigError, load_config, run_differences, validate
 from data import load_cifar10
 from models import MODELS, build_model
-from results import at_grid_edge, best_grid_run, markdown, steps_to_target
+from choosing import at_grid_edge, best_grid_run, steps_to_target
+from results import markdown
 from tests.conftest import make_image_folder, run_main, run_script, train_in_process
 from train import Trainer, build_optimizer, build_scheduler
 from checkpoints import load_checkpoint

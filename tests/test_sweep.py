@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from results import markdown, plot
+from figures import plot
+from results import markdown
 from tests.conftest import ROOT, NoBatchNorm, kill_when, make_image_folder, run_script
 from train import Trainer
 from config import load_config
@@ -200,7 +201,7 @@ def test_cells_recorded_in_results_json_are_not_run_again_without_checkpoints(fo
 
 
 def test_accuracy_figures_mark_every_epoch_and_keep_the_legend_off_the_curves():
-    from results import _accuracy_panels
+    from figures import _accuracy_panels
 
     history = [{"epoch": 1, "test_acc": 40.0, "train_loss": 1.5, "time": 1.0}]
     cells = [{"batch_size": b, "with_lars": lars, "history": history} for b in (16, 32) for lars in (False, True)]
@@ -215,7 +216,7 @@ def test_accuracy_figures_mark_every_epoch_and_keep_the_legend_off_the_curves():
 
 
 def test_accuracy_figures_give_each_legend_label_one_colour_across_panels():
-    from results import _accuracy_panels
+    from figures import _accuracy_panels
 
     history = [{"epoch": 1, "test_acc": 40.0, "train_loss": 1.5, "time": 1.0}]
     # Like study200: SGD's 8192 cell has another recipe than LARS's, batch 128 shares one.

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from data import Batches, DataError, channel_stats, hold_out_validation, load_cifar10, subset, training_data
-from results import best_grid_run, markdown, steps_at_best_lr, steps_cell
+from choosing import best_grid_run, steps_at_best_lr
+from results import markdown, steps_cell
 from tests.conftest import make_image_folder, run_main, run_script, train_in_process
 from checkpoints import load_checkpoint
 
