@@ -76,7 +76,7 @@ def plot(results_dir, results):
     ax.set_title(results["preset"])
     ax.grid(alpha=0.3)
     if ax.lines:
-        ax.legend()
+        _legend(ax)
     _save(fig, os.path.join(results_dir, "batch_size.png"))
 
 
@@ -116,7 +116,7 @@ def plot_grid(results_dir, results):
         solid = "solid: validation, dashed: test; " if split == "validation" else ""
         ax.set_title(f"{results['preset']}: {'LARS' if with_lars else 'SGD'}\n({solid}x: diverged)", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        _legend(ax, fontsize=8, loc="best")
     axes[0].set_ylabel("final top-1 accuracy, %" if split == "validation" else f"final {split} top-1 accuracy, %")
     _save(fig, os.path.join(results_dir, "lr_grid.png"))
 
@@ -139,8 +139,7 @@ def plot_grid(results_dir, results):
     ax.set_ylabel("final test top-1 accuracy, %")
     ax.set_title(results["preset"])
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # none while every run of the grid diverged
-        ax.legend(fontsize=8, loc="lower left")
+    _legend(ax, fontsize=8, loc="lower left")
     _save(fig, os.path.join(results_dir, "batch_size.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -159,7 +158,7 @@ def plot_grid(results_dir, results):
     ax.set_title(f"{results['preset']}: steps to target test top-1")
     ax.grid(alpha=0.3)
     if ax.lines:
-        ax.legend(fontsize=8, loc="best")
+        _legend(ax, fontsize=8, loc="best")
     _save(fig, os.path.join(results_dir, "steps.png"))
 
     best_runs = {key: best_grid_run(runs) for key, runs in grouped.items()}
@@ -179,6 +178,12 @@ def plot_layer_figures(results_dir, results):
             name = "lars" if with_lars else "sgd"
             figure = f"layers_{batch}{'_' + recipe if recipe else ''}_{name}.png"
             plot_layers(run["layer_stats"], os.path.join(results_dir, figure), f"{row_label(batch, recipe)}, {name.upper()}")
+
+
+def _legend(ax, **options):
+    """The axes' legend, unless nothing on it has a label (a panel whose runs have not finished)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**options)
 
 
 def _save(fig, path):

@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 from config import ConfigError, load_config  # noqa: E402
 from data import subset, training_data  # noqa: E402
 from evaluation import test_accuracy  # noqa: E402
-from train import Trainer  # noqa: E402
+from trainer import Trainer  # noqa: E402
 from utils import Process, set_threads  # noqa: E402
 from cli import run  # noqa: E402  (beside this file)
 

@@ -47,7 +47,7 @@ from config import load_config  # noqa: E402
 from data import subset, training_data  # noqa: E402
 from lars import LARS  # noqa: E402
 from optimizer_step import model_and_parameter_copies, time_steps  # noqa: E402  (beside this file)
-from train import Trainer  # noqa: E402
+from trainer import Trainer  # noqa: E402
 from utils import EXIT_BAD_INPUT, Process, fail  # noqa: E402
 
 ATTEMPT2 = os.path.join(ROOT, "configs", "attempt2.py")

@@ -30,7 +30,7 @@ sys.path.insert(0, ROOT)
 from config import load_config  # noqa: E402
 from data import load_cifar10, subset  # noqa: E402
 from models import build_model  # noqa: E402
-from train import Trainer  # noqa: E402
+from trainer import Trainer  # noqa: E402
 from checkpoints import checkpoint_path, load_checkpoint  # noqa: E402
 from utils import Process  # noqa: E402
 from cli import run  # noqa: E402  (beside this file)

@@ -15,7 +15,7 @@ from data import load_cifar10
 from diagnostics import FIELDS, LayerStats, thinned
 from lars import LARS
 from tests.conftest import ROOT, NoBatchNorm, kill_when, make_image_folder, run_script
-from train import Trainer
+from trainer import Trainer
 from checkpoints import load_checkpoint
 from utils import Process
 

@@ -12,7 +12,7 @@ import models
 from config import load_config
 from data import load_cifar10
 from tests.conftest import ROOT, NoBatchNorm, make_image_folder, run_script, wait_for_epoch
-from train import Trainer
+from trainer import Trainer
 from checkpoints import load_checkpoint
 from utils import Process
 

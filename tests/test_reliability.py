@@ -277,7 +277,9 @@ def test_no_command_imports_another_and_the_shared_modules_import_no_command():
         names |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
         return names & project
 
-    for name in project - {"models"}:
+    benchmarks = [f"benchmarks/{os.path.splitext(f)[0]}" for f in os.listdir(os.path.join(ROOT, "benchmarks"))
+                  if f.endswith(".py")]
+    for name in [*(project - {"models"}), *benchmarks]:
         assert not imported(name) & commands - {name}, f"{name}.py imports a command"
     assert imported("utils") == set(), "utils.py imports nothing of the project"
     assert "train" not in imported("val") and {"checkpoints", "evaluation"} <= imported("val")

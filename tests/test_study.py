@@ -16,7 +16,7 @@ from models import MODELS, build_model
 from choosing import at_grid_edge, best_grid_run, steps_to_target
 from results import markdown
 from tests.conftest import make_image_folder, run_main, run_script, train_in_process
-from train import Trainer, build_optimizer, build_scheduler
+from trainer import Trainer, build_optimizer, build_scheduler
 from checkpoints import load_checkpoint
 from utils import Process, format_duration
 

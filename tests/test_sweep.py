@@ -12,7 +12,7 @@ import torch
 from figures import plot
 from results import markdown
 from tests.conftest import ROOT, NoBatchNorm, kill_when, make_image_folder, run_script
-from train import Trainer
+from trainer import Trainer
 from config import load_config
 from data import load_cifar10
 from utils import Process
