@@ -190,7 +190,8 @@ def answer_rows(grouped):
     """The smallest batch against the largest, per optimizer and recipe run at the largest: [(with
     LARS, recipe, the recipe at the smallest batch, its best run and seed runs there, the same at the
     largest)]. A recipe run only at the largest batch is compared with the optimizer's recipe that
-    was run at both (the one recipe of the answer)."""
+    was run at both (the one recipe of the answer), or, while there is none, with its best recipe
+    at the smallest batch (on validation where there is a split)."""
     batches = sorted({batch for batch, _, _ in grouped})
     if len(batches) < 2:
         return []
@@ -198,9 +199,13 @@ def answer_rows(grouped):
     rows = []
     for with_lars in (False, True):
         recipes = [recipe for batch, recipe, lars in grouped if batch == large and lars == with_lars]
-        at_both = [r for r in recipes if best_of_grid(grouped.get((small, r, with_lars), []))[0] is not None]
+        done_small = {recipe: best_of_grid(runs)[1] for (batch, recipe, lars), runs in grouped.items()
+                      if batch == small and lars == with_lars and best_of_grid(runs)[0] is not None}
+        at_both = [r for r in recipes if r in done_small]
+        fallback = at_both[0] if at_both else max(
+            done_small, key=lambda r: statistics.mean(map(selection_top1, done_small[r])), default=None)
         for recipe in recipes:
-            base = recipe if recipe in at_both else (at_both[0] if at_both else None)
+            base = recipe if recipe in at_both else fallback
             large_best = best_of_grid(grouped[large, recipe, with_lars])
             if base is not None and large_best[0] is not None:
                 rows.append((with_lars, recipe, base, best_of_grid(grouped[small, base, with_lars]), large_best))

@@ -71,3 +71,37 @@ def test_the_lars_snippets_run_as_pasted_and_train(snippet):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], f"the snippet's values barely train: {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+def preset_table():
+    """{preset: (what it is, its command)} from the README's table of presets."""
+    section = README.split("## Presets and sweeps")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `(configs/[^`]+)` \| ([^|]+) \| `([^`]+)` \|$", section, re.M)
+    return {preset: (what.strip(), command) for preset, what, command in rows}
+
+
+def test_the_preset_table_lists_every_preset_with_the_command_its_header_gives():
+    from tests.test_presets import PRESETS, usage
+
+    table = preset_table()
+    assert sorted(table) == sorted(PRESETS), "one row per preset, none missing, none extra"
+    for preset, (_, command) in table.items():
+        script, args = usage(preset)  # the header's command, without its placeholders
+        words = [w for w in command.split() if not w.endswith("=B")]  # the same placeholder as the header's
+        assert words[:2] == ["python", f"{script}.py"] and words[2:] == args, (preset, command)
+
+
+def relative_links(path):
+    """(link, target on disk) of every relative link in a markdown file, code blocks aside."""
+    text = re.sub(r"```.*?```", "", open(path).read(), flags=re.S)
+    folder = os.path.dirname(path)
+    for link in re.findall(r"\]\(([^)#][^)]*?)(?:#[^)]*)?\)", text):
+        if not re.match(r"[a-z]+:", link):
+            yield link, os.path.normpath(os.path.join(folder, link))
+
+
+@pytest.mark.parametrize("markdown", ["README.md", "benchmarks/README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(
+    os.path.join(ROOT, "results", "*", "README.md")))])
+def test_every_relative_link_reaches_a_file(markdown):
+    links = list(relative_links(os.path.join(ROOT, markdown)))
+    assert [link for link, target in links if not os.path.exists(target)] == []
