@@ -5,11 +5,8 @@
 # both; a grid whose best run is at an edge gets another LR beyond it (sweep.py runs no extra
 # seeds until the best is inside its grid). The best LR of each then runs with 2 more seeds.
 # Batch 256, 1024 and 4096 run once per optimizer at the LR of the rule in large_batch.py.
-# The grid LRs are listed middle first, so that a partial grid says the most; extensions come last.
-# Extended: 128 (SGD's best of 4 was its largest, 0.4: both grids get the next LR up);
-# 2048 (the same: SGD's best of 4 was 1.6). Before 512 ran, its SGD grid moved up one LR
-# (0.2-1.6, centred between the best at 128, 0.4, and at 2048); extended all the same (SGD's
-# best of 4 was 1.6 again).
+# The grid LRs are listed middle first, so that a partial grid says the most; extensions come
+# last (results/study/README.md says which grids grew and why).
 SWEEP_BATCH_SIZES = [8192, 128, 2048, 512, 256, 1024, 4096]
 SWEEP_REFERENCE = "results/cpu_sweep"
 sgd_grid = {128: [0.1, 0.2, 0.05, 0.4, 0.8],
