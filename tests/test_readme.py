@@ -15,9 +15,10 @@ from tests.conftest import ROOT
 README = open(os.path.join(ROOT, "README.md")).read()
 
 
-def test_every_constant_is_in_the_readme_table():
+def test_every_constant_is_in_the_settings_table():
+    table = open(os.path.join(ROOT, "configs", "README.md")).read()
     for name in (n for n in vars(hyperparams) if n.isupper()):
-        assert f"| `{name}` |" in README, name
+        assert f"| `{name}` |" in table, name
 
 
 def test_every_preset_is_named_in_the_readme():
@@ -105,7 +106,7 @@ def relative_links(path):
             yield link, os.path.normpath(os.path.join(folder, link))
 
 
-@pytest.mark.parametrize("markdown", ["README.md", "benchmarks/README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(
+@pytest.mark.parametrize("markdown", ["README.md", "benchmarks/README.md", "tests/README.md", "configs/README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(
     os.path.join(ROOT, "results", "*", "README.md")))])
 def test_every_relative_link_reaches_a_file(markdown):
     links = list(relative_links(os.path.join(ROOT, markdown)))

@@ -143,7 +143,7 @@ def test_divergence_stops_records_nan_and_keeps_the_last_finite_checkpoint(folde
     assert again.returncode == 2 and "diverged" in again.stderr
 
 
-# (input, expected words in the message): the README's bad-input table, row for row.
+# (input, expected words in the message): tests/README.md's bad-input table, row for row.
 BAD_INPUT = [
     (["--batch_size=0"], "BATCH_SIZE"),
     (["--batch_size=-128"], "BATCH_SIZE"),
