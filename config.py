@@ -20,12 +20,13 @@ import types
 import hyperparams
 
 
+# A sweep's own settings: what it runs and where it writes, never part of a run.
+SWEEP_SETTINGS = {"SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS", "SWEEP_PEAK_LRS", "SWEEP_EXTRA_SEEDS", "SWEEP_BREADTH_FIRST",
+                  "SWEEP_RECIPES", "SWEEP_TARGETS", "SWEEP_REFERENCE", "RESULTS_DIR"}
 # Settings that change how a run is executed or reported but not what it computes: a resumed
 # run, or a sweep's recorded run, may differ in these and still be the same run.
 OPERATIONAL_SETTINGS = {"RESUME", "DATA_DIR", "CHECKPOINT_DIR", "NUM_WORKERS", "NUM_THREADS", "DEVICE",
-                        "COMPILE", "DETERMINISTIC", "LAYER_STATS_EVERY", "EVAL_EVERY", "SWEEP_BATCH_SIZES",
-                        "SWEEP_WITH_LARS", "SWEEP_PEAK_LRS", "SWEEP_EXTRA_SEEDS", "SWEEP_BREADTH_FIRST",
-                        "SWEEP_RECIPES", "SWEEP_TARGETS", "SWEEP_REFERENCE", "RESULTS_DIR"}
+                        "COMPILE", "DETERMINISTIC", "LAYER_STATS_EVERY", "EVAL_EVERY"} | SWEEP_SETTINGS
 
 
 class ConfigError(ValueError):
@@ -40,6 +41,15 @@ def run_differences(saved, settings):
     defaults = constants(hyperparams)
     return [name for name, value in settings.items()
             if name not in OPERATIONAL_SETTINGS and saved.get(name, defaults.get(name)) != value]
+
+
+def format_settings(settings):
+    """A run's settings, one a line, without the sweep's own (SWEEP_SETTINGS, an empty RECIPE),
+    which do not change what the run computes."""
+    shown = {name: value for name, value in settings.items()
+             if name not in SWEEP_SETTINGS and not (name == "RECIPE" and not value)}
+    width = max(map(len, shown))
+    return "\n".join(f"  {name:<{width}} = {value!r}" for name, value in shown.items())
 
 
 def peak_lr(cfg):

@@ -24,12 +24,13 @@ from tqdm import tqdm
 
 from checkpoints import (CheckpointError, InUseError, NoCheckpointError, checkpoint_path, hold_lock,
                          load_checkpoint, lock_path, refuse_if_locked, save_checkpoint, writable_dir_problem)
-from config import ConfigError, constants, exit_with_help_if_asked, load_config, run_differences, validate
+from config import (ConfigError, constants, exit_with_help_if_asked, format_settings, load_config, run_differences,
+                    validate)
 from data import DataError, training_data
 from estimate import run_seconds, too_long_warning
 from models import MODELS
 from trainer import Trainer
-from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, DeviceError, evaluated, fail, format_settings, handle_interrupts,
+from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, DeviceError, evaluated, fail, handle_interrupts,
                    init_distributed, interrupt_exit_status, interrupt_name, pick_device, plural, process_from_env,
                    set_threads)
 

@@ -144,15 +144,6 @@ def write_atomically(path, write, mode="wb"):
 
 # --- reporting -----------------------------------------------------------------------------
 
-def format_settings(settings):
-    """A run's settings, one a line, without the sweep's own (SWEEP_*, RESULTS_DIR, an empty
-    RECIPE), which do not change what the run computes."""
-    shown = {name: value for name, value in settings.items()
-             if not name.startswith("SWEEP_") and name != "RESULTS_DIR" and not (name == "RECIPE" and not value)}
-    width = max(map(len, shown))
-    return "\n".join(f"  {name:<{width}} = {value!r}" for name, value in shown.items())
-
-
 def plural(count, noun):
     return f"{count} {noun}{'' if count == 1 else 's'}"
 

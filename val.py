@@ -27,14 +27,14 @@ import torch
 import hyperparams
 from checkpoints import CheckpointError, NoCheckpointError, checkpoint_path, load_checkpoint, load_model_state
 from choosing import ResultsError, read_results
-from config import ConfigError, exit_with_help_if_asked, load_config
+from config import ConfigError, exit_with_help_if_asked, format_settings, load_config
 from data import DataError, TestSet, channel_stats, hold_out_validation, load_cifar10
 from diagnostics import format_tables, plot_layers
 from estimate import CPU_PRESETS, fits_the_cpu
 from evaluation import autocast, test_accuracy
 from models import build_model
 from results import markdown
-from utils import (EXIT_BAD_INPUT, DeviceError, Process, fail, format_history, format_settings, pick_device,
+from utils import (EXIT_BAD_INPUT, DeviceError, Process, fail, format_history, pick_device,
                    set_threads)
 
 EXIT_NO_CHECKPOINT = 1
