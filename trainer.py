@@ -18,6 +18,7 @@ from config import constants
 from data import Batches
 from diagnostics import LayerStats
 from evaluation import autocast, test_accuracy
+from ghost_bn import use_ghost_batch_norm
 from lars import LARS
 from models import build_model
 from scheduler import GradualWarmupScheduler, MultiStepDecay, PolynomialLRDecay
@@ -56,6 +57,13 @@ def build_scheduler(optimizer, cfg, steps_per_epoch):
     return GradualWarmupScheduler(optimizer, cfg.WARMUP_MULTIPLIER, warmup_steps, after)
 
 
+def uses_ghost_bn(cfg, device, per_rank_batch):
+    """Whether BN takes its micro-batch statistics in one pass (ghost_bn.py) instead of a pass per
+    micro-batch: GHOST_BN, or with None on CUDA, where small passes wait on kernel launches."""
+    wanted = cfg.GHOST_BN if cfg.GHOST_BN is not None else device.type == "cuda"
+    return wanted and cfg.MICRO_BATCH_SIZE is not None and cfg.MICRO_BATCH_SIZE < per_rank_batch
+
+
 class Trainer:
     """One training run: model, optimizer, schedule, data and checkpoint of a resolved config."""
 
@@ -63,7 +71,9 @@ class Trainer:
         self.cfg, self.process, self.device = cfg, process, device
         self.path = checkpoint_path(cfg)
         self.per_rank_batch = cfg.BATCH_SIZE // process.world_size
-        self.micro_batch = cfg.MICRO_BATCH_SIZE or self.per_rank_batch
+        self.micro_batch = cfg.MICRO_BATCH_SIZE or self.per_rank_batch  # the images BN normalises together
+        self.ghost_bn = uses_ghost_bn(cfg, device, self.per_rank_batch)
+        self.pass_size = self.per_rank_batch if self.ghost_bn else self.micro_batch  # images per forward pass
         self.batches = Batches(data, device, cfg.CHANNELS_LAST)
         self.data_mean, self.data_std = data["mean"].tolist(), data["std"].tolist()
         self.steps_per_epoch = self.batches.steps_per_epoch(cfg.BATCH_SIZE)
@@ -71,6 +81,8 @@ class Trainer:
         memory_format = torch.channels_last if cfg.CHANNELS_LAST else torch.contiguous_format
         self.model = build_model(cfg.MODEL, he_init=cfg.HE_INIT, zero_init_residual=cfg.ZERO_INIT_RESIDUAL)
         self.model.to(device, memory_format=memory_format)
+        if self.ghost_bn:  # the micro-batches' statistics in one pass
+            use_ghost_batch_norm(self.model, self.micro_batch)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.AMP and device.type == "cuda")
@@ -188,7 +200,7 @@ class Trainer:
         """The gradients of the global batch's mean loss, accumulated over micro-batches (DDP
         reduces them with the last); the mean loss, averaged over processes."""
         step_loss = torch.zeros((), device=self.device)
-        chunks = list(zip(images.split(self.micro_batch), labels.split(self.micro_batch)))
+        chunks = list(zip(images.split(self.pass_size), labels.split(self.pass_size)))
         for i, (x, y) in enumerate(chunks):
             last = i == len(chunks) - 1
             sync = contextlib.nullcontext() if last or not self.process.distributed else self.train_network.no_sync()

@@ -5,8 +5,8 @@
 (a) the model alone on one fixed in-memory batch (the ceiling), in float32 and bf16 autocast,
     NCHW and channels-last; (b) train.py's own loop (Trainer.train_epoch: uint8 data on the
     device, batch augmentation, the preset's AMP and memory format), with the layer statistics
-    also at batch 8192 as one batch and as 64
-    micro-batches of 128; (c) a loop in the original project's style: torchvision
+    also at batch 8192 as one batch, as 64 micro-batches of 128, and as one pass with BN statistics
+    per 128 images (GHOST_BN); (c) a loop in the original project's style: torchvision
     ImageFolder with PIL transforms through a DataLoader (2 workers), float32 NCHW; (d) train.py
     under torchrun with 1 and 2 processes (gloo). (a)-(c) are measured twice, interleaved, and
     the better of the two is kept. --compile adds train.py's loop with COMPILE = True. Last, the
@@ -146,6 +146,8 @@ def main(argv):
     large = {
         "(b) train.py loop, batch 8192, one batch per step": ("--batch_size=8192",),
         "(b) train.py loop, batch 8192, MICRO_BATCH_SIZE=128": ("--batch_size=8192", "--micro_batch_size=128"),
+        "(b) train.py loop, batch 8192, MICRO_BATCH_SIZE=128, GHOST_BN": ("--batch_size=8192", "--micro_batch_size=128",
+                                                                          "--ghost_bn=True"),
     }
     for name, overrides in large.items():
         best[name] = images_per_second(train_loop(argv, data, *overrides, steps=2))
