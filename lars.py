@@ -217,14 +217,14 @@ def _full_norm(t):
 def _single_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust_coef, eps,
                         nesterov, trust_clip, adapt):
     """The readable version: one tensor at a time, s as a 0-dim tensor."""
-    for i, (w, g) in enumerate(zip(params, grads)):
-        if adapt:
-            s = _step_sizes(_full_norm(w), _full_norm(g), lr=lr, weight_decay=weight_decay,
-                            trust_coef=trust_coef, eps=eps, trust_clip=trust_clip)
-        w, g = _local(w), _local(g)  # a sharded tensor: this process's shard, with the full tensor's s
-        if not adapt:
-            s = _as_tensor(lr, w)
+    for i, (param, grad) in enumerate(zip(params, grads)):
+        w, g = _local(param), _local(grad)  # a sharded tensor: this process's shard, with the full tensor's s
         d = g.add(w, alpha=weight_decay) if weight_decay != 0.0 else g
+        if adapt:
+            s = _step_sizes(_full_norm(param), _full_norm(grad), lr=lr, weight_decay=weight_decay,
+                            trust_coef=trust_coef, eps=eps, trust_clip=trust_clip)
+        else:
+            s = _as_tensor(lr, w)
         if momentum == 0.0:
             w.addcmul_(d, s, value=-1.0)
             continue
@@ -256,6 +256,11 @@ def _multi_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust
 def _buckets(params, grads, bufs):
     """(device, params, grads, momentum buffers) of the tensors that share a device, a dtype and,
     for sharded ones, a device mesh: the tensors whose norms can be stacked."""
+    if not any(map(_is_sharded, params)):  # ordinary tensors, grouped as torch.optim groups them
+        grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, bufs or [None] * len(params)])
+        for (device, _), ((ws, gs, vs), _) in grouped.items():
+            yield device, ws, gs, vs
+        return
     buckets = {}
     for i, w in enumerate(params):
         buckets.setdefault((w.device, w.dtype, w.device_mesh if _is_sharded(w) else None), []).append(i)

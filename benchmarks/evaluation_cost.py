@@ -6,7 +6,7 @@
 After every EVAL_EVERY-th epoch and the last, train.py recomputes the BN statistics (PRECISE_BN
 micro-batches), then evaluates the validation split (VALIDATION_SIZE images) and the test set.
 For the run the settings describe (without config files: the 200-epoch study's, the files of
-STUDY), at batch 128 and 8192 unless --batch_size names one, train.py's Trainer times in
+STUDY), at batch 128 and 8192 unless --batch_size names one, trainer.py's Trainer times in
 --rounds interleaved rounds (medians): --steps training steps, scaled to a whole epoch, then each
 part of the evaluation, after one untimed round of the same (allocations, and compilation with
 --compile=True). Prints seconds per epoch for each, one evaluation's share of an epoch's
