@@ -52,8 +52,8 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     def _update_running_stats(self, means, variances):
         """The running statistics after one update per group, in the groups' order."""
         groups = means.shape[0]
-        if self.momentum is None:  # the cumulative average over every batch seen so far
-            seen = self.num_batches_tracked.item()
+        if self.momentum is None:  # the cumulative average over every batch seen so far (on the device)
+            seen = self.num_batches_tracked.to(means.dtype)
             total = seen + groups
             self.running_mean.mul_(seen / total).add_(means.sum(0) / total)
             self.running_var.mul_(seen / total).add_(variances.sum(0) / total)
