@@ -472,3 +472,19 @@ def test_ctrl_c_while_a_script_starts_is_one_line(script):
     _, stderr = process.communicate(timeout=60)
     lines = stderr.splitlines()  # "interrupted" while torch loads; if it loaded already, main()'s line
     assert process.returncode == 130 and len(lines) == 1 and lines[0].startswith("interrupted"), stderr
+
+
+def test_a_gpu_sized_sweep_on_a_cpu_is_announced_with_its_estimate_before_its_first_run(tmp_path, monkeypatch,
+                                                                                          capsys):
+    # `python sweep.py` alone: the original's 14 runs of ResNet-50 for 200 epochs
+    import sweep
+
+    started = []
+    monkeypatch.setattr(sweep, "run_cell", lambda args, status: started.append(args) or 2)
+    status, out, err = run_main("sweep.py", f"--results_dir={tmp_path / 'res'}", f"--checkpoint_dir={tmp_path / 'ck'}",
+                                capsys=capsys)
+    assert status == 2 and len(started) == 1
+    warning = next(line for line in err.splitlines() if line.startswith("warning: "))
+    assert re.match(r"warning: this sweep \(14 runs\) needs about \d+h \d\dm \d\ds of training on this CPU", warning)
+    assert "python sweep.py configs/cpu_sweep.py" in warning
+    assert "default: 14 runs to train (resnet50_imagenet, 200 epochs each), in this order:" in out
