@@ -25,9 +25,10 @@ and for a grid --lr and --seed) with its own checkpoint under CHECKPOINT_DIR/<pr
 Resumable: a finished or diverged run is not run again (also when only the committed
 results.json records it, with the same settings), an interrupted one resumes from its
 checkpoint. After every run, RESULTS_DIR/<preset>/ gets results.json, results.md and figures.
-Exit status: 0 when every run has finished or diverged, 1 if a run failed otherwise, 2 for
-bad settings or a sweep already running in RESULTS_DIR/<preset>/, 130 after Ctrl-C, 143 after
-SIGTERM.
+Before the first run it prints its plan (the runs recorded, the runs to train in order, the
+command that continues). Exit status: 0 when every run has finished or diverged, 1 if a run
+failed otherwise, 2 for bad settings, a sweep already running on RESULTS_DIR/<preset>/, or a run
+that train.py refused for bad input (the sweep stops there), 130 after Ctrl-C, 143 after SIGTERM.
 """
 
 import sys
