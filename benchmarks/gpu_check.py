@@ -14,7 +14,9 @@ Fetches nothing from the network. In order, each part timed and recorded even if
    and 3 (epoch 1 pays for cuDNN's autotuning), images/s, LARS / SGD, peak GPU memory, and each
    epoch's training loss, so that an epoch cut short by a non-finite loss is reported as
    diverged instead of timed;
-5. the CUDA tests (`pytest -m cuda -v`), last, with a time limit for the part and one per test
+5. ghost BN (GHOST_BN) against the micro-batch loop at batch 8192, BN statistics per 128 images,
+   on the 200-epoch study's ResNet-20 with LARS: ms per step and the first loss of each;
+6. the CUDA tests (`pytest -m cuda -v`), last, with a time limit for the part and one per test
    ($TEST_TIME_LIMIT, tests/conftest.py), their output streamed to DIR/tests.log so that a test
    that hangs is named there. The CPU suite is CI's.
 It writes DIR/report.md and DIR/raw.json after every part, so a run stopped at its time limit
@@ -51,6 +53,7 @@ from trainer import Trainer  # noqa: E402
 from utils import EXIT_BAD_INPUT, Process, fail  # noqa: E402
 
 ATTEMPT2 = os.path.join(ROOT, "configs", "attempt2.py")
+CPU_SWEEP = os.path.join(ROOT, "configs", "cpu_sweep.py")  # the 200-epoch study's model and protocol
 HYPER = {"lr": 0.1, "momentum": 0.9}
 # Batch 128's schedule at every batch size. A step's work does not depend on its LR, but a run
 # that diverges has no steps to time: at batch 8192, attempt 2's own LRs (3.2 rising to 6.4)
@@ -72,6 +75,7 @@ class Check:
         self.epochs = 3
         self.batch_sizes = (32, 64) if dry_run else (128, 8192)
         self.training = (["--model=resnet20", "--train_subset=256", "--num_threads=2"] if dry_run else [])
+        self.ghost_batch = (64, 16) if dry_run else (8192, 128)  # (batch, the images BN normalises together)
 
 
 # --- the parts ------------------------------------------------------------------------------
@@ -191,6 +195,30 @@ def training(check, data_dir, save):
     return rows
 
 
+def ghost_bn(check, data_dir):
+    """The 200-epoch study's model at its large batch, BN statistics per micro-batch either way:
+    the micro-batch loop against ghost BN's one pass (GHOST_BN), LARS, the same batch for both.
+    Median ms per step over interleaved steps, and each one's first loss (the same weights and
+    images: equal but for float16 round-off)."""
+    batch, micro = check.ghost_batch
+    data = training_data(data_dir, num_workers=min(8, os.cpu_count() or 1))
+    trainers = {}
+    for ghost in (False, True):
+        cfg = load_config([CPU_SWEEP, f"--batch_size={batch}", f"--micro_batch_size={micro}", "--with_lars=True",
+                           f"--ghost_bn={ghost}", "--amp=True", f"--device={check.device.type}", "--layer_stats_every=0",
+                           f"--data_dir={data_dir}", *check.training])
+        trainers[ghost] = Trainer(cfg, Process(), check.device, subset(data, cfg.TRAIN_SUBSET))
+    images, labels = next(trainers[False].batches.train_epoch(0, 0, batch))
+    first_loss = {ghost: trainer.train_step(images, labels).item() for ghost, trainer in trainers.items()}
+    steps = {ghost: (lambda t=trainer: t.train_step(images, labels)) for ghost, trainer in trainers.items()}
+    timer = cuda_time if check.device.type == "cuda" else None
+    ms = {ghost: s * 1e3 for ghost, s in time_steps(steps, check.steps, timer).items()}
+    return {"batch_size": batch, "micro_batch_size": micro, "model": cfg.MODEL,
+            "ms_per_step": {"micro-batch loop": round(ms[False], 2), "ghost BN": round(ms[True], 2)},
+            "ghost_over_loop": round(ms[True] / ms[False], 3),
+            "first_loss": {"micro-batch loop": round(first_loss[False], 5), "ghost BN": round(first_loss[True], 5)}}
+
+
 def training_row(cfg, steps_per_epoch, losses, seconds, device):
     """One (batch, optimizer)'s times. A non-finite loss ends an epoch early (train.py stops the
     run there), so a diverged run has no time per step: its short epoch would read as speed."""
@@ -237,6 +265,14 @@ def report(raw):
                          f"{r.get('lars_over_sgd') or ''} | "
                          f"{r['peak_memory_gib'] if r['peak_memory_gib'] is not None else '-'} |")
         lines.append("")
+    if "ghost_bn" in raw:
+        b = raw["ghost_bn"]
+        lines += ["## Ghost BN against micro-batches", "",
+                  f"{b['model']} at batch {b['batch_size']}, BN statistics per {b['micro_batch_size']} images, LARS, AMP: "
+                  f"median ms per step over interleaved steps, and the first step's loss on the same batch.", "",
+                  "| path | ms per step | first loss |", "|---|---|---|"]
+        lines += [f"| {path} | {ms} | {b['first_loss'][path]} |" for path, ms in b["ms_per_step"].items()]
+        lines += ["", f"Ghost BN / micro-batch loop: {b['ghost_over_loop']}.", ""]
     if "tests" in raw:
         t = raw["tests"]
         lines += ["## CUDA tests", "", f"`{t['command']}`: exit status {t['exit_status']}, {t['summary']} "
@@ -275,6 +311,7 @@ def main(argv):
              ("data", lambda: data_dir or unpack(args.archive)),
              ("optimizer", lambda: optimizer_steps(check)),
              ("training", lambda: training(check, raw["data"], lambda rows: save("training", rows))),
+             ("ghost_bn", lambda: ghost_bn(check, raw["data"])),
              ("tests", lambda: tests(check, raw["data"], args.out))]
     try:
         for part, run in parts:

@@ -38,7 +38,11 @@ def test_the_gpu_check_dry_run_measures_every_part_and_writes_its_report(tmp_pat
     assert process.wait(timeout=600) == 0 and "early" in locals(), stderr[-3000:]
     raw = json.loads((out / "raw.json").read_text())
     assert not os.path.exists(raw["data"]), "the unpacked copy is removed"
-    assert raw["errors"] == {} and list(raw["seconds"]) == ["machine", "data", "optimizer", "training", "tests"]
+    assert raw["errors"] == {} and list(raw["seconds"]) == ["machine", "data", "optimizer", "training", "ghost_bn", "tests"]
+    ghost = raw["ghost_bn"]
+    assert (ghost["batch_size"], ghost["micro_batch_size"]) == (64, 16) and ghost["ghost_over_loop"] > 0
+    losses = ghost["first_loss"]
+    assert losses["ghost BN"] == pytest.approx(losses["micro-batch loop"], rel=0.02), "the same step either way"
     assert raw["data"].endswith("cifar10") and raw["data"] != str(folder), "unpacked from the archive"
     assert raw["tests"]["exit_status"] == 0 and "skipped" in raw["tests"]["summary"], "the CUDA tests skip on a CPU"
     assert "SKIPPED" in (out / "tests.log").read_text(), "the tests' whole verbose output is kept"
@@ -53,7 +57,8 @@ def test_the_gpu_check_dry_run_measures_every_part_and_writes_its_report(tmp_pat
     assert all(r["images_per_second"] > 0 for r in rows)
     assert all((r["lars_over_sgd"] is None) == (r["optimizer"] == "SGD") for r in rows)
     report = (out / "report.md").read_text()
-    for heading in ("## CUDA tests", "## optimizer.step()", "## Training: configs/attempt2.py"):
+    for heading in ("## CUDA tests", "## optimizer.step()", "## Training: configs/attempt2.py",
+                    "## Ghost BN against micro-batches"):
         assert heading in report
     assert stdout.rstrip().endswith(report.rstrip().splitlines()[-1])
 
