@@ -162,6 +162,7 @@ def main(path):
     if rank == 0:
         with open(path, "w") as f:
             json.dump(results, f)
+    dist.barrier()  # no collective left in flight when the process group goes
     dist.destroy_process_group()
 
 

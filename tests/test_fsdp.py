@@ -15,12 +15,26 @@ TOLERANCE = 1e-6  # float32 round-off on weights of order 0.1 to 1 after 3 steps
 pytestmark = pytest.mark.slow
 
 
+# gloo can abort a process at exit, after its work is done, when a C++ thread still holds a
+# finished collective as the interpreter shuts down ("terminate called without an active
+# exception", SIGABRT; PyTorch's issue 190489 and pull request 179291). Such a launch is run once
+# more; any other failure, or that one twice, fails the test.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def torchrun(script, *args):
+    env = {"PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    for attempt in range(2):
+        launch = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script, *args, env=env)
+        if launch.returncode == 0 or TEARDOWN_ABORT not in launch.stderr:
+            break
+    return launch
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     path = tmp_path_factory.mktemp("fsdp") / "results.json"
-    env = {"PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    launch = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        "tests/fsdp_worker.py", str(path), env=env)
+    launch = torchrun("tests/fsdp_worker.py", str(path))
     assert launch.returncode == 0, launch.stderr[-3000:]
     with open(path) as f:
         return json.load(f)
@@ -60,8 +74,6 @@ def test_the_readmes_fsdp2_script_runs_as_pasted_under_torchrun(tmp_path):
         scripts = [b for b in re.findall(r"```python\n(.*?)```", f.read(), re.S) if "fully_shard" in b]
     assert len(scripts) == 1, "one FSDP2 script in the README"
     (tmp_path / "fsdp_lars.py").write_text(scripts[0])
-    env = {"PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    launch = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(tmp_path / "fsdp_lars.py"), env=env)
+    launch = torchrun(str(tmp_path / "fsdp_lars.py"))
     assert launch.returncode == 0, launch.stderr[-3000:]
     assert sorted(re.findall(r"rank (\d): 4 momentum buffers, sharded", launch.stdout)) == ["0", "1"]
