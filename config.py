@@ -26,7 +26,7 @@ SWEEP_SETTINGS = {"SWEEP_BATCH_SIZES", "SWEEP_WITH_LARS", "SWEEP_PEAK_LRS", "SWE
 # Settings that change how a run is executed or reported but not what it computes: a resumed
 # run, or a sweep's recorded run, may differ in these and still be the same run.
 OPERATIONAL_SETTINGS = {"RESUME", "DATA_DIR", "CHECKPOINT_DIR", "NUM_WORKERS", "NUM_THREADS", "DEVICE",
-                        "COMPILE", "DETERMINISTIC", "GHOST_BN", "LAYER_STATS_EVERY", "EVAL_EVERY"} | SWEEP_SETTINGS
+                        "COMPILE", "CUDA_GRAPHS", "DETERMINISTIC", "GHOST_BN", "LAYER_STATS_EVERY", "EVAL_EVERY"} | SWEEP_SETTINGS
 
 
 class ConfigError(ValueError):
@@ -237,6 +237,8 @@ def validate(cfg, world_size=1, model_names=()):
     _require(cfg, "GHOST_BN", cfg.GHOST_BN is not True or micro is not None and micro < per_rank,
              f"True only with micro-batches: a MICRO_BATCH_SIZE below the per-process batch ({per_rank}), "
              f"whose statistics it computes in one pass")
+    _require(cfg, "CUDA_GRAPHS", not cfg.CUDA_GRAPHS or world_size == 1 and cfg.DEVICE != "cpu",
+             "False on the CPU and with several processes (graphs are captured on one CUDA device)")
     for name in ("LR", "BASE_LR", "WEIGHT_DECAY", "LARS_WEIGHT_DECAY", "TRUST_COEF", "END_LR"):
         _require(cfg, name, getattr(cfg, name) >= 0, ">= 0")
     _require(cfg, "MOMENTUM", 0 <= cfg.MOMENTUM < 1, "in [0, 1)")

@@ -51,6 +51,7 @@ AMP = False  # mixed precision: bf16 autocast on CPU, fp16 autocast + GradScaler
 CHANNELS_LAST = True  # channels-last memory format for the model and batches
 COMPILE = False  # torch.compile the model
 DETERMINISTIC = False  # True: deterministic CUDA kernels (slower), so a resumed GPU run matches an uninterrupted one
+CUDA_GRAPHS = False  # True: the training step as CUDA graphs (torch.compile "reduce-overhead" of model and optimizer step); one CUDA process
 GHOST_BN: bool | None = None  # True: BN statistics per MICRO_BATCH_SIZE images in one pass (ghost BN); None = on CUDA only
 PRECISE_BN = 0  # training micro-batches to recompute BN statistics with before each evaluation; 0 = off
 EVAL_EVERY = 1  # evaluate after every N-th epoch, the last and a diverged one; training is the same for any N

@@ -31,10 +31,15 @@ time. ``foreach=True`` or ``None`` (the default): a multi-tensor one that comput
 and step size of a device and dtype at once and updates with ``torch._foreach_*`` kernels; on
 the CPU, where reading a value costs no synchronisation, it brings the step sizes to the host
 and updates in place with Python scalars instead, which measured fastest there
-(benchmarks/optimizer_step.py). Under ``torch.compile`` every setting runs the per-tensor
-loop, which the compiler fuses into one pass per tensor. On an accelerator nothing reads a
-tensor value on the host (zero norms are handled with ``torch.where``), and ``p.grad`` is never
-modified. Norms of float16 and bfloat16 tensors are accumulated in float32, whose range they
+(benchmarks/optimizer_step.py). On CUDA the same trade is one synchronisation per step: the
+step sizes are read after the norms, so that the updates run as a few multi-tensor kernels with
+per-tensor Python scalars; kept on the device, a per-tensor step size makes each kernel that
+takes it fall back to one launch per tensor (the multi-tensor fast path needs operands of equal
+shapes). ``capturable=True`` keeps everything on the device, as ``torch.optim``'s flag of that
+name does, for a step captured in a CUDA graph (a step run while a graph is being captured does
+so by itself). Under ``torch.compile`` every setting runs the per-tensor loop, which the
+compiler fuses into one pass per tensor. Device-side paths read nothing on the host (zero norms
+are handled with ``torch.where``), and ``p.grad`` is never modified. Norms of float16 and bfloat16 tensors are accumulated in float32, whose range they
 need (a 300 x 300 gradient of entries 250 has norm 75,000 > float16's 65,504). ``lr`` may be a
 one-element tensor, as with ``torch.optim.SGD``, so that a compiled step does not recompile
 when it changes. A step that raises (a sparse gradient) changes nothing. With
@@ -70,13 +75,16 @@ class LARS(Optimizer):
         adapt: apply the layer-wise trust ratio; False gives plain SGD for the group.
         foreach: False for the per-tensor loop; True or None for the multi-tensor version
             (the faster one on the CPU and on accelerators).
+        capturable: True keeps the multi-tensor step on the device on CUDA (no host
+            synchronisation, safe to capture in a CUDA graph); False reads the step sizes once
+            per step, which is faster there.
     """
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, trust_coef=0.001, eps=0.0,
-                 nesterov=False, trust_clip=False, adapt=True, foreach=None):
+                 nesterov=False, trust_clip=False, adapt=True, foreach=None, capturable=False):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                         trust_coef=trust_coef, eps=eps, nesterov=nesterov,
-                        trust_clip=trust_clip, adapt=adapt, foreach=foreach)
+                        trust_clip=trust_clip, adapt=adapt, foreach=foreach, capturable=capturable)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group):
@@ -106,8 +114,10 @@ class LARS(Optimizer):
             if not params:
                 continue
             per_tensor = group["foreach"] is False or torch.compiler.is_compiling()
-            update = _single_tensor_lars if per_tensor else _multi_tensor_lars
-            update(params, grads, bufs, **_hyper(group))
+            if per_tensor:
+                _single_tensor_lars(params, grads, bufs, **_hyper(group))
+            else:
+                _multi_tensor_lars(params, grads, bufs, capturable=group["capturable"], **_hyper(group))
         return loss
 
     @torch.no_grad()
@@ -151,7 +161,7 @@ class LARS(Optimizer):
 
 
 _BACKWARD_COMPATIBLE_DEFAULTS = dict(momentum=0.9, weight_decay=0.0, trust_coef=0.001, eps=0.0, nesterov=False,
-                                     trust_clip=False, adapt=True, foreach=None)
+                                     trust_clip=False, adapt=True, foreach=None, capturable=False)
 
 
 def _check_hyperparameters(group):
@@ -237,7 +247,7 @@ def _single_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trus
 
 
 def _multi_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust_coef, eps,
-                       nesterov, trust_clip, adapt):
+                       nesterov, trust_clip, adapt, capturable=False):
     """All norms and step sizes at once per device, dtype and device mesh, then the updates."""
     for device, ws, gs, vs in _buckets(params, grads, bufs):
         if adapt:
@@ -247,8 +257,11 @@ def _multi_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust
             ws, gs, vs = [_local(w) for w in ws], [_local(g) for g in gs], [_local(v) for v in vs]
         if not adapt:
             s = _as_tensor(lr, ws[0]).expand(len(ws))
-        if _host_scalars_are_free(device):
+        update = _update_kind(device, capturable)
+        if update == "host scalars":
             _update_with_host_scalars(ws, gs, vs, s.tolist(), momentum, weight_decay, nesterov)
+        elif update == "scalar lists":
+            _update_with_scalar_lists(ws, gs, vs, s.tolist(), momentum, weight_decay, nesterov)
         else:
             _update_with_foreach(ws, gs, vs, list(s.unbind()), momentum, weight_decay, nesterov)
 
@@ -269,11 +282,20 @@ def _buckets(params, grads, bufs):
                [bufs[i] for i in index] if bufs else [None] * len(index))
 
 
-def _host_scalars_are_free(device):
-    # On the CPU, reading the step sizes costs no synchronisation, and in-place updates with
-    # Python scalars beat foreach kernels that broadcast 0-dim tensors and allocate g + wd * w
-    # (benchmarks/optimizer_step.py). Accelerators keep everything on the device.
-    return device.type == "cpu"
+def _update_kind(device, capturable):
+    """How the multi-tensor path applies its step sizes on ``device``.
+
+    "host scalars" on the CPU, where reading them costs no synchronisation and in-place updates
+    with Python scalars beat foreach kernels that broadcast 0-dim tensors and allocate
+    g + wd * w (benchmarks/optimizer_step.py). "scalar lists" on CUDA: one synchronisation buys
+    foreach kernels on their multi-tensor fast path instead of a launch per tensor. "device"
+    otherwise: when asked to be capturable, while a CUDA graph is being captured (no read is
+    allowed there), and on other accelerators, whose trade-offs nobody here has measured."""
+    if device.type == "cpu":
+        return "host scalars"
+    if device.type == "cuda" and not capturable and not torch.cuda.is_current_stream_capturing():
+        return "scalar lists"
+    return "device"
 
 
 def _norms(tensors):
@@ -307,6 +329,25 @@ def _update_with_host_scalars(ws, gs, vs, s, momentum, weight_decay, nesterov):
             w.mul_(1.0 - s_i * weight_decay).add_(g, alpha=-s_i).add_(v, alpha=-momentum)
         else:
             w.sub_(v)
+
+
+def _update_with_scalar_lists(ws, gs, vs, s, momentum, weight_decay, nesterov):
+    # Every kernel takes lists of equal shapes or Python scalars: the multi-tensor fast path.
+    if weight_decay != 0.0:
+        ds = torch._foreach_add(gs, ws, alpha=weight_decay)
+        torch._foreach_mul_(ds, s)  # s * (g + wd * w)
+    else:
+        ds = torch._foreach_mul(gs, s)  # out of place: p.grad stays as it was
+    if momentum == 0.0:
+        torch._foreach_sub_(ws, ds)
+        return
+    torch._foreach_mul_(vs, momentum)
+    torch._foreach_add_(vs, ds)
+    if nesterov:
+        torch._foreach_sub_(ws, ds)
+        torch._foreach_add_(ws, vs, alpha=-momentum)
+    else:
+        torch._foreach_sub_(ws, vs)
 
 
 def _update_with_foreach(ws, gs, vs, s, momentum, weight_decay, nesterov):

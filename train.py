@@ -29,7 +29,7 @@ from config import (ConfigError, constants, exit_with_help_if_asked, format_sett
 from data import DataError, training_data
 from estimate import run_seconds, too_long_warning
 from models import MODELS
-from trainer import Trainer
+from trainer import Trainer, refuse_cuda_graphs_off_cuda
 from utils import (EXIT_BAD_INPUT, EXIT_DIVERGED, DeviceError, evaluated, fail, handle_interrupts,
                    init_distributed, interrupt_exit_status, interrupt_name, pick_device, plural, process_from_env,
                    set_threads)
@@ -75,6 +75,7 @@ def main(argv):
         cfg = load_config(argv)
         check_inputs(cfg, process)
         device = pick_device(cfg.DEVICE, process)
+        refuse_cuda_graphs_off_cuda(cfg, device)
         # Refuse before the data is read: a checkpoint another run is training, or one that
         # these settings cannot continue or must not overwrite.
         if process.is_main:

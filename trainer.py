@@ -22,7 +22,7 @@ from ghost_bn import use_ghost_batch_norm
 from lars import LARS
 from models import build_model
 from scheduler import GradualWarmupScheduler, MultiStepDecay, PolynomialLRDecay
-from utils import describe_machine, format_accuracies, format_duration, plural
+from utils import DeviceError, describe_machine, format_accuracies, format_duration, plural
 
 ESTIMATE_AFTER_STEPS = 10  # steps of the first epoch after which the run's length is estimated
 
@@ -57,6 +57,28 @@ def build_scheduler(optimizer, cfg, steps_per_epoch):
     return GradualWarmupScheduler(optimizer, cfg.WARMUP_MULTIPLIER, warmup_steps, after)
 
 
+# How CUDA_GRAPHS compiles the model and the optimizer step: "reduce-overhead" replays each as a
+# CUDA graph, one launch where eager PyTorch launches a kernel per operation.
+CUDA_GRAPH_COMPILE = {"mode": "reduce-overhead"}
+
+
+def refuse_cuda_graphs_off_cuda(cfg, device):
+    """CUDA_GRAPHS on a machine whose device turned out not to be CUDA (DEVICE = "auto")."""
+    if cfg.CUDA_GRAPHS and device.type != "cuda":
+        raise DeviceError(f"CUDA_GRAPHS = True needs a CUDA device, and this run is on {device.type}; "
+                          f"set --cuda_graphs=False")
+
+
+def lr_tensors(optimizer, device):
+    """Each group's LR as a 0-dim tensor on ``device``, which the schedule fills in place: a
+    compiled step reads it instead of being compiled again for every new value. The schedule's
+    base LRs stay Python floats, so that setting an LR reads nothing back from the device."""
+    for group in optimizer.param_groups:
+        lr = float(group["lr"])
+        group["lr"] = torch.tensor(lr, device=device)
+        group.setdefault("initial_lr", lr)
+
+
 def uses_ghost_bn(cfg, device, per_rank_batch):
     """Whether BN takes its micro-batch statistics in one pass (ghost_bn.py) instead of a pass per
     micro-batch: GHOST_BN, or with None on CUDA, where small passes wait on kernel launches."""
@@ -84,11 +106,20 @@ class Trainer:
         if self.ghost_bn:  # the micro-batches' statistics in one pass
             use_ghost_batch_norm(self.model, self.micro_batch)
         self.optimizer = build_optimizer(self.model, cfg)
+        if cfg.CUDA_GRAPHS:
+            lr_tensors(self.optimizer, device)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.AMP and device.type == "cuda")
         self.epoch, self.history, self.diverged = 0, [], False
         self.stats = LayerStats(self.model, self.optimizer, cfg.LAYER_STATS_EVERY)
-        self.network = torch.compile(self.model) if cfg.COMPILE else self.model
+        self.network = self.model
+        if cfg.CUDA_GRAPHS:
+            self.network = torch.compile(self.model, **CUDA_GRAPH_COMPILE)
+            # An attribute of this optimizer, so that GradScaler.step, which calls
+            # optimizer.step(), runs the compiled step too.
+            self.optimizer.step = torch.compile(self.optimizer.step, **CUDA_GRAPH_COMPILE)
+        elif cfg.COMPILE:
+            self.network = torch.compile(self.model)
         self.train_network = self.network
         if process.distributed:
             self.train_network = DistributedDataParallel(self.network, device_ids=[device] if device.type == "cuda" else None)
@@ -115,7 +146,9 @@ class Trainer:
 
     def resume(self, checkpoint):
         load_model_state(self.model, checkpoint["model"], self.path)
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])  # its LRs as saved: floats, or tensors
+        if self.cfg.CUDA_GRAPHS:
+            lr_tensors(self.optimizer, self.device)
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.epoch, self.history = checkpoint["epoch"], checkpoint["history"]
@@ -187,6 +220,8 @@ class Trainer:
         """Forward and backward over micro-batches, then one optimizer step; return the mean loss
         over the global batch, or None, without stepping, if it is not finite. The layer
         statistics are recorded around the step when ``step_in_epoch`` is one of theirs."""
+        if self.cfg.CUDA_GRAPHS:  # the graphs' outputs of the previous step may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         step_loss = self.forward_backward(images, labels)
         # The one host synchronisation per step: a non-finite loss stops the run before the
         # optimizer applies it.

@@ -75,6 +75,22 @@ def pytest_report_header():
     return f"real CIFAR-10 for the end-to-end tests: {where or 'none found (those tests will fail)'}"
 
 
+# Every implementation of a LARS step; the multi-tensor paths meant for CUDA are forced on the
+# CPU (CI has no GPU) through the function that chooses between them.
+LARS_PATHS = ["single-tensor", "multi-tensor", "multi-tensor, CUDA path", "multi-tensor, device path"]
+
+
+def use_lars_path(path, monkeypatch):
+    """The ``foreach`` argument that runs ``path``, forcing its update kind where needed: the CUDA
+    path (step sizes read once, foreach kernels with scalar lists) or the device path (step sizes
+    kept on the device, as with ``capturable=True`` or inside a CUDA graph capture)."""
+    import lars
+    forced = {"multi-tensor, CUDA path": "scalar lists", "multi-tensor, device path": "device"}.get(path)
+    if forced is not None:
+        monkeypatch.setattr(lars, "_update_kind", lambda device, capturable: forced)
+    return None if path == "multi-tensor" else path != "single-tensor"
+
+
 @pytest.fixture(scope="session")
 def cifar10_dir(tmp_path_factory):
     """The real CIFAR-10, as ``real_cifar10`` finds it (an archive is unpacked first)."""

@@ -7,6 +7,7 @@ import torch
 
 import lars
 from lars import LARS
+from tests.conftest import LARS_PATHS, use_lars_path
 
 SHAPES = [(6, 5), (5,), (3, 3, 2, 2), (7,)]
 
@@ -51,27 +52,19 @@ def run_lars(weights, grads_per_step, lrs, **kwargs):
     return [p.detach() for p in params], opt
 
 
-MULTI_TENSOR_PATHS = ["multi-tensor", "multi-tensor, accelerator path"]
+MULTI_TENSOR_PATHS = LARS_PATHS[1:]
 
 
-def use_path(path, monkeypatch):
-    """The ``foreach`` argument for ``path``; the accelerator path (foreach kernels, step sizes
-    kept on the device) is forced on the CPU, since CI has no GPU."""
-    if path == "multi-tensor, accelerator path":
-        monkeypatch.setattr(lars, "_host_scalars_are_free", lambda device: False)
-    return path != "single-tensor"
-
-
-@pytest.fixture(params=["single-tensor", *MULTI_TENSOR_PATHS])
+@pytest.fixture(params=LARS_PATHS)
 def foreach(request, monkeypatch):
     """Each implementation."""
-    return use_path(request.param, monkeypatch)
+    return use_lars_path(request.param, monkeypatch)
 
 
 @pytest.fixture(params=MULTI_TENSOR_PATHS)
 def multi_tensor(request, monkeypatch):
     """Each multi-tensor implementation, to compare with the single-tensor one."""
-    return use_path(request.param, monkeypatch)
+    return use_lars_path(request.param, monkeypatch)
 
 
 OPTIONS = [

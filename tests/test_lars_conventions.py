@@ -9,19 +9,13 @@ import warnings
 import pytest
 import torch
 
-import lars
 from lars import LARS
+from tests.conftest import LARS_PATHS, use_lars_path
 
-PATHS = ["single-tensor", "multi-tensor", "multi-tensor, accelerator path"]
-
-
-@pytest.fixture(params=PATHS)
+@pytest.fixture(params=LARS_PATHS)
 def foreach(request, monkeypatch):
-    """The ``foreach`` argument of each path; the accelerator path (foreach kernels, step sizes
-    kept on the device) is forced on the CPU, since CI has no GPU."""
-    if request.param == "multi-tensor, accelerator path":
-        monkeypatch.setattr(lars, "_host_scalars_are_free", lambda device: False)
-    return None if request.param == "multi-tensor" else request.param != "single-tensor"
+    """The ``foreach`` argument of each path (tests/conftest.py)."""
+    return use_lars_path(request.param, monkeypatch)
 
 
 def make_params(seed=0, dtype=torch.float32):
@@ -72,13 +66,13 @@ def test_a_state_dict_without_newer_keys_loads_and_steps_as_with_their_defaults(
     train(opt, params, steps=2)
     saved = copy.deepcopy(opt.state_dict())
     for group in saved["param_groups"]:
-        for name in ("foreach", "adapt", "trust_clip", "eps", "nesterov"):
+        for name in ("foreach", "adapt", "trust_clip", "eps", "nesterov", "capturable"):
             del group[name]  # written by an older lars.py
     old_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
     old = LARS(old_params, lr=0.5, foreach=foreach, **HYPER)
     old.load_state_dict(saved)
     assert old.param_groups[0]["adapt"] is True and old.param_groups[0]["eps"] == 0.0
-    assert old.param_groups[0]["foreach"] is None
+    assert old.param_groups[0]["foreach"] is None and old.param_groups[0]["capturable"] is False
     for p, q in zip(train(opt, params), train(old, old_params)):
         torch.testing.assert_close(q, p)  # the paths agree to rounding; foreach=None may differ from ours
 

@@ -162,6 +162,7 @@ BAD_INPUT = [
     (["--k=2", "--batch_size=512"], "contradict each other"),
     (["--divergence_loss=0"], "DIVERGENCE_LOSS = 0.0 is not allowed"),
     (["--label_smoothing=1.0"], "LABEL_SMOOTHING = 1.0 is not allowed"),
+    (["--cuda_graphs=True"], "CUDA_GRAPHS = True is not allowed: must be False on the CPU"),
 ]
 
 
