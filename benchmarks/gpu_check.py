@@ -7,23 +7,30 @@ Fetches nothing from the network. In order, each part timed and recorded even if
 1. the machine: GPU, its memory, torch, CUDA, cuDNN, timm;
 2. the data: unpacks the archive into a temporary folder (or uses --data_dir);
 3. optimizer.step() on torchvision ResNet-50's parameters (channels-last) on the GPU, median of
-   STEPS CUDA-event-timed steps in random order: LARS multi-tensor (the default) and
-   single-tensor, torch.optim.SGD foreach and fused, timm's Lars where installed;
-4. configs/attempt2.py (ResNet-50, AMP float16) for the first 3 of its 200 epochs at batch
-   128 and 8192, SGD and LARS, at batch 128's LRs (TIMING_LR): seconds per step over epochs 2
-   and 3 (epoch 1 pays for cuDNN's autotuning), images/s, LARS / SGD, peak GPU memory, and each
-   epoch's training loss, so that an epoch cut short by a non-finite loss is reported as
-   diverged instead of timed;
+   STEPS CUDA-event-timed steps in random order: LARS multi-tensor (the default, which reads its
+   step sizes once per step), capturable (all on the device) and single-tensor, torch.optim.SGD
+   foreach and fused, timm's Lars where installed;
+4. configs/attempt2.py (ResNet-50, AMP float16) for the first 2 of its 200 epochs at batch
+   128 and 8192, at batch 128's LRs (TIMING_LR): SGD and LARS eager, and LARS with CUDA_GRAPHS;
+   ms per step in epoch 2 (epoch 1 pays for cuDNN's autotuning and the compiler), images/s,
+   LARS / SGD, graphs / eager, peak GPU memory, and each epoch's training loss, so that an epoch
+   cut short by a non-finite loss is reported as diverged instead of timed;
 5. ghost BN (GHOST_BN) against the micro-batch loop at batch 8192, BN statistics per 128 images,
    on the 200-epoch study's ResNet-20 with LARS: ms per step and the first loss of each;
-6. the CUDA tests (`pytest -m cuda -v`), last, with a time limit for the part and one per test
+6. the CUDA tests (`pytest -m cuda -v`), with a time limit for the part and one per test
    ($TEST_TIME_LIMIT, tests/conftest.py), their output streamed to DIR/tests.log so that a test
-   that hangs is named there. The CPU suite is CI's.
+   that hangs is named there. The CPU suite is CI's;
+7. last, as it takes the longest: one whole 200-epoch run of configs/study200.py's batch-128
+   LARS cell (seed 0, the LR its CPU run had) with CUDA_GRAPHS, its time to train and final
+   validation and test top-1 beside the CPU run's from results/study200/results.json; stopped
+   when the check's budget (BUDGET_SECONDS in all) runs out, it reports the epochs it finished.
 It writes DIR/report.md and DIR/raw.json after every part, so a run stopped at its time limit
-still returns what it measured, and removes the data it unpacked when it ends. About 4 minutes on one H100 (budgeted: 5).
+still returns what it measured, and removes the data it unpacked when it ends.
 
 --dry-run does all of it on the CPU at toy sizes (ResNet-20, 256 images, batch 32 and 64, the
-CUDA tests only, which skip): a test runs it, so the script cannot rot between GPU sessions.
+CUDA tests only, which skip; the "CUDA graphs" rows compiled with a backend that runs the traced
+graphs as they are, the 200-epoch run as 2 epochs without graphs): a test runs it, so the script
+cannot rot between GPU sessions.
 Works with the PyTorch on the GPU machine (2.11) as with this project's (2.14.1).
 """
 
@@ -49,6 +56,9 @@ from config import load_config  # noqa: E402
 from data import subset, training_data  # noqa: E402
 from lars import LARS  # noqa: E402
 from optimizer_step import model_and_parameter_copies, time_steps  # noqa: E402  (beside this file)
+import trainer as trainer_module  # noqa: E402
+from checkpoints import checkpoint_path, load_checkpoint  # noqa: E402
+from config import OPERATIONAL_SETTINGS  # noqa: E402
 from trainer import Trainer  # noqa: E402
 from utils import EXIT_BAD_INPUT, Process, fail  # noqa: E402
 
@@ -62,6 +72,10 @@ HYPER = {"lr": 0.1, "momentum": 0.9}
 # the CPU sweep.
 TIMING_LR = ["--lr=0.05", "--end_lr=1e-5"]
 PER_TEST_SECONDS = 90  # a CUDA test that hangs fails after this, named in tests.log
+BUDGET_SECONDS = 500  # the whole check, so that it fits one loan of the GPU machine with its start
+STUDY200 = [os.path.join("configs", name) for name in ("cpu_sweep.py", "large_batch.py", "recipe.py", "study200.py")]
+STUDY200_RESULTS = os.path.join(ROOT, "results", "study200", "results.json")
+STUDY200_CELL = {"batch_size": 128, "with_lars": True, "recipe": "no_zero_init", "seed": 0}
 
 
 class Check:
@@ -72,10 +86,17 @@ class Check:
         self.device = torch.device("cpu" if dry_run else "cuda")
         self.tests_timeout = 120 if dry_run else 200
         self.steps = 3 if dry_run else 50
-        self.epochs = 3
+        self.epochs = 2
+        self.budget = 600 if dry_run else BUDGET_SECONDS - 15  # the run200 part stops here
         self.batch_sizes = (32, 64) if dry_run else (128, 8192)
         self.training = (["--model=resnet20", "--train_subset=256", "--num_threads=2"] if dry_run else [])
         self.ghost_batch = (64, 16) if dry_run else (8192, 128)  # (batch, the images BN normalises together)
+        # On the CPU, CUDA_GRAPHS's compiled step runs through a backend that executes the traced
+        # graphs as they are: its code is exercised in seconds, not timed.
+        self.graph_compile = {"backend": "eager"} if dry_run else trainer_module.CUDA_GRAPH_COMPILE
+        # The 200-epoch run: on the CPU, two epochs of the toy folder, without graphs (refused there).
+        self.run200 = (["--validation_size=30", "--num_epochs=2", "--warmup_epochs=0", "--eval_every=1",
+                        "--cuda_graphs=False", "--num_threads=2"] if dry_run else ["--cuda_graphs=True"])
 
 
 # --- the parts ------------------------------------------------------------------------------
@@ -130,6 +151,8 @@ def optimizer_steps(check):
 
     makers = {
         "LARS multi-tensor (default)": lambda: LARS(params(), weight_decay=5e-4, trust_coef=0.02, **HYPER),
+        "LARS multi-tensor, capturable": lambda: LARS(params(), weight_decay=5e-4, trust_coef=0.02, capturable=True,
+                                                      **HYPER),
         "LARS single-tensor": lambda: LARS(params(), weight_decay=5e-4, trust_coef=0.02, foreach=False, **HYPER),
         "SGD foreach": lambda: torch.optim.SGD(params(), weight_decay=5e-4, foreach=True, **HYPER),
         "SGD fused": lambda: torch.optim.SGD(params(), weight_decay=5e-4, fused=True, **HYPER),
@@ -172,14 +195,15 @@ def cuda_time(step):
 
 
 def training(check, data_dir, save):
-    """attempt2.py's first epochs per (batch, optimizer), SGD then LARS at each batch size."""
+    """attempt2.py's first epochs per batch size: SGD and LARS eager, then LARS with CUDA graphs."""
     data = training_data(data_dir, num_workers=min(8, os.cpu_count() or 1))
+    trainer_module.CUDA_GRAPH_COMPILE = check.graph_compile
     rows = []
     for batch in check.batch_sizes:
-        for with_lars in (False, True):
+        for with_lars, graphs in ((False, False), (True, False), (True, True)):
             cfg = load_config([ATTEMPT2, f"--batch_size={batch}", f"--with_lars={with_lars}",
                                *TIMING_LR, "--amp=True", f"--device={check.device.type}",
-                               f"--data_dir={data_dir}", *check.training])
+                               f"--data_dir={data_dir}", f"--cuda_graphs={graphs}", *check.training])
             trainer = Trainer(cfg, Process(), check.device, subset(data, cfg.TRAIN_SUBSET))
             if check.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(check.device)
@@ -189,10 +213,17 @@ def training(check, data_dir, save):
             save(rows)
             del trainer
     for row in rows:
-        sgd = next(r for r in rows if r["batch_size"] == row["batch_size"] and r["optimizer"] == "SGD")
-        timed = row["optimizer"] == "LARS" and row["ms_per_step"] and sgd["ms_per_step"]
-        row["lars_over_sgd"] = round(row["ms_per_step"] / sgd["ms_per_step"], 3) if timed else None
+        same_batch = {(r["optimizer"], r["cuda_graphs"]): r["ms_per_step"] for r in rows
+                      if r["batch_size"] == row["batch_size"]}
+        row["lars_over_sgd"] = (_ratio(row["ms_per_step"], same_batch.get(("SGD", False)))
+                                if row["optimizer"] == "LARS" and not row["cuda_graphs"] else None)
+        row["graphs_over_eager"] = (_ratio(row["ms_per_step"], same_batch.get((row["optimizer"], False)))
+                                    if row["cuda_graphs"] else None)
     return rows
+
+
+def _ratio(ms, baseline_ms):
+    return round(ms / baseline_ms, 3) if ms and baseline_ms else None
 
 
 def ghost_bn(check, data_dir):
@@ -225,12 +256,56 @@ def training_row(cfg, steps_per_epoch, losses, seconds, device):
     diverged = not all(math.isfinite(loss) for loss in losses)
     ms_per_step = None if diverged else 1e3 * sum(seconds[1:]) / (steps_per_epoch * (len(seconds) - 1))
     return {"batch_size": cfg.BATCH_SIZE, "optimizer": "LARS" if cfg.WITH_LARS else "SGD", "model": cfg.MODEL,
+            "cuda_graphs": cfg.CUDA_GRAPHS,
             "steps_per_epoch": steps_per_epoch, "epoch_seconds": [round(s, 2) for s in seconds],
             "losses": [round(loss, 4) for loss in losses], "diverged": diverged,
             "ms_per_step": round(ms_per_step, 2) if ms_per_step else None,
             "images_per_second": round(cfg.BATCH_SIZE * 1e3 / ms_per_step, 1) if ms_per_step else None,
             "peak_memory_gib": (round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
                                 if device.type == "cuda" else None)}
+
+
+def study200_cpu_run():
+    """The CPU run of STUDY200_CELL recorded in results/study200/results.json (its best peak LR on
+    validation among seed-0 grid runs, as the sweep chose it)."""
+    with open(STUDY200_RESULTS) as f:
+        cells = json.load(f)["cells"]
+    runs = [c for c in cells if c["status"] == "finished" and c["role"] == "grid"
+            and all(c[k] == v for k, v in STUDY200_CELL.items())]
+    return max(runs, key=lambda c: c["final_val_top1"])
+
+
+def run200(check, data_dir, out, seconds_left):
+    """One whole 200-epoch run of the study's batch-128 LARS cell, as its CPU run was set, plus
+    CUDA_GRAPHS; stopped when ``seconds_left`` runs out, it reports the epochs it finished."""
+    cpu = study200_cpu_run()
+    checkpoint_dir = tempfile.mkdtemp(prefix="gpu-check-run200-")
+    command = [sys.executable, "train.py", *STUDY200, f"--batch_size={cpu['batch_size']}",
+               f"--with_lars={cpu['with_lars']}", f"--recipe={cpu['recipe']}", f"--seed={cpu['seed']}",
+               f"--lr={cpu['hyperparams']['LR']!r}", "--amp=True", f"--device={check.device.type}",
+               f"--data_dir={data_dir}", f"--checkpoint_dir={checkpoint_dir}", *check.run200]
+    cfg = load_config([os.path.join(ROOT, a) if a in STUDY200 else a for a in command[2:]])
+    differences = sorted(k for k, v in vars(cfg).items()
+                         if k not in OPERATIONAL_SETTINGS and cpu["hyperparams"].get(k, v) != v)
+    with open(os.path.join(out, "run200.log"), "w") as log:
+        try:
+            status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    timeout=max(1, seconds_left)).returncode
+        except subprocess.TimeoutExpired:
+            status = f"stopped after {max(1, seconds_left):.0f} s, the check's budget"
+    try:
+        saved = load_checkpoint(checkpoint_path(cfg))
+    except Exception:
+        saved = {"history": []}
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    evaluated = [r for r in saved["history"] if "test_acc" in r]
+    last = evaluated[-1] if evaluated else {}
+    return {"command": " ".join(["python", *command[1:]]).replace(data_dir, "DATA"), "exit_status": status,
+            "settings_unlike_the_cpu_run": differences, "epochs_done": len(saved["history"]),
+            "time_to_train": round(saved["history"][-1]["time"], 1) if saved["history"] else None,
+            "final": {"epoch": last.get("epoch"), "val_top1": last.get("val_acc"), "test_top1": last.get("test_acc")},
+            "cpu": {"epochs": cpu["epochs_done"], "time_to_train": round(cpu["time_to_train"]), "peak_lr": cpu["peak_lr"],
+                    "val_top1": cpu["final_val_top1"], "test_top1": cpu["final_top1"], "machine": cpu["machine"]}}
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -254,15 +329,16 @@ def report(raw):
     if "training" in raw:
         lines += ["## Training: configs/attempt2.py, AMP float16", "",
                   f"At batch 128's LRs ({' '.join(TIMING_LR)}) at every batch size. Epoch 1 pays for cuDNN's "
-                  "autotuning; the times per step are those of the later epochs.", "",
-                  "| batch | optimizer | model | steps/epoch | epoch seconds | training loss per epoch | ms per step "
-                  "| images/s | LARS / SGD | peak GPU memory, GiB |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "autotuning and, with CUDA graphs, for the compiler; the times per step are those of the later epochs.",
+                  "", "| batch | optimizer | CUDA graphs | model | steps/epoch | epoch seconds | training loss per epoch "
+                  "| ms per step | images/s | LARS / SGD | graphs / eager | peak GPU memory, GiB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in raw["training"]:
-            lines.append(f"| {r['batch_size']} | {r['optimizer']} | {r['model']} | {r['steps_per_epoch']} | "
+            lines.append(f"| {r['batch_size']} | {r['optimizer']} | {'yes' if r.get('cuda_graphs') else 'no'} | "
+                         f"{r['model']} | {r['steps_per_epoch']} | "
                          f"{', '.join(map(str, r['epoch_seconds']))} | {', '.join(map(str, r['losses']))} | "
                          f"{r['ms_per_step'] or 'diverged'} | {r['images_per_second'] or '-'} | "
-                         f"{r.get('lars_over_sgd') or ''} | "
+                         f"{r.get('lars_over_sgd') or ''} | {r.get('graphs_over_eager') or ''} | "
                          f"{r['peak_memory_gib'] if r['peak_memory_gib'] is not None else '-'} |")
         lines.append("")
     if "ghost_bn" in raw:
@@ -277,6 +353,16 @@ def report(raw):
         t = raw["tests"]
         lines += ["## CUDA tests", "", f"`{t['command']}`: exit status {t['exit_status']}, {t['summary']} "
                   "(the whole output: tests.log)", ""]
+    if "run200" in raw:
+        r, cpu = raw["run200"], raw["run200"]["cpu"]
+        lines += ["## 200 epochs of the study's batch-128 LARS cell", "",
+                  f"`{r['command']}` (log: run200.log): exit status {r['exit_status']}; settings unlike the CPU "
+                  f"run's: {', '.join(r['settings_unlike_the_cpu_run']) or 'none'}.", "",
+                  "| run | epochs | time to train, s | validation top-1 | test top-1 |", "|---|---|---|---|---|",
+                  f"| this device | {r['epochs_done']} | {r['time_to_train']} | {r['final']['val_top1']} | "
+                  f"{r['final']['test_top1']} |",
+                  f"| CPU run (results/study200, peak LR {cpu['peak_lr']}, {cpu['machine'].get('cpu', 'CPU')}) | "
+                  f"{cpu['epochs']} | {cpu['time_to_train']} | {cpu['val_top1']} | {cpu['test_top1']} |", ""]
     lines += [f"Part times, s: {', '.join(f'{k} {v}' for k, v in raw['seconds'].items())}."]
     if raw["errors"]:
         lines += ["", "## Errors", ""] + [f"- {part}: `{error}`" for part, error in raw["errors"].items()]
@@ -307,12 +393,14 @@ def main(argv):
             f.write(report(raw))
 
     data_dir = args.data_dir
+    started = time.perf_counter()
     parts = [("machine", lambda: machine(check)),
              ("data", lambda: data_dir or unpack(args.archive)),
              ("optimizer", lambda: optimizer_steps(check)),
              ("training", lambda: training(check, raw["data"], lambda rows: save("training", rows))),
              ("ghost_bn", lambda: ghost_bn(check, raw["data"])),
-             ("tests", lambda: tests(check, raw["data"], args.out))]
+             ("tests", lambda: tests(check, raw["data"], args.out)),
+             ("run200", lambda: run200(check, raw["data"], args.out, check.budget - (time.perf_counter() - started)))]
     try:
         for part, run in parts:
             start = time.perf_counter()

@@ -20,7 +20,8 @@ from tests.conftest import ROOT, make_image_folder, run_script
 
 @pytest.mark.slow
 def test_the_gpu_check_dry_run_measures_every_part_and_writes_its_report(tmp_path):
-    folder = make_image_folder(tmp_path / "cifar10", per_class_train=32, per_class_test=4)
+    # 192 training images: the 200-epoch run's batch of 128 beside a validation hold-out of 30
+    folder = make_image_folder(tmp_path / "cifar10", per_class_train=64, per_class_test=4)
     archive = tmp_path / "cifar10-jpg.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="cifar10")
@@ -38,7 +39,8 @@ def test_the_gpu_check_dry_run_measures_every_part_and_writes_its_report(tmp_pat
     assert process.wait(timeout=600) == 0 and "early" in locals(), stderr[-3000:]
     raw = json.loads((out / "raw.json").read_text())
     assert not os.path.exists(raw["data"]), "the unpacked copy is removed"
-    assert raw["errors"] == {} and list(raw["seconds"]) == ["machine", "data", "optimizer", "training", "ghost_bn", "tests"]
+    assert raw["errors"] == {} and list(raw["seconds"]) == ["machine", "data", "optimizer", "training", "ghost_bn", "tests",
+                                                            "run200"]
     ghost = raw["ghost_bn"]
     assert (ghost["batch_size"], ghost["micro_batch_size"]) == (64, 16) and ghost["ghost_over_loop"] > 0
     losses = ghost["first_loss"]
@@ -47,18 +49,29 @@ def test_the_gpu_check_dry_run_measures_every_part_and_writes_its_report(tmp_pat
     assert raw["tests"]["exit_status"] == 0 and "skipped" in raw["tests"]["summary"], "the CUDA tests skip on a CPU"
     assert "SKIPPED" in (out / "tests.log").read_text(), "the tests' whole verbose output is kept"
     steps = raw["optimizer"]
-    assert {"LARS multi-tensor (default)", "LARS single-tensor", "SGD foreach"} <= set(steps["ms"])
-    assert set(steps["ms"]) | set(steps["unavailable"]) == {"LARS multi-tensor (default)", "LARS single-tensor",
-                                                            "SGD foreach", "SGD fused", "timm Lars"}
+    lars_rows = {"LARS multi-tensor (default)", "LARS multi-tensor, capturable", "LARS single-tensor"}
+    assert lars_rows | {"SGD foreach"} <= set(steps["ms"])
+    assert set(steps["ms"]) | set(steps["unavailable"]) == lars_rows | {"SGD foreach", "SGD fused", "timm Lars"}
     assert steps["tensors"] == 161, "torchvision ResNet-50's parameters"
     rows = raw["training"]
-    assert [(r["batch_size"], r["optimizer"]) for r in rows] == [(32, "SGD"), (32, "LARS"), (64, "SGD"), (64, "LARS")]
-    assert all(len(r["epoch_seconds"]) == len(r["losses"]) == 3 and not r["diverged"] for r in rows)
+    assert [(r["batch_size"], r["optimizer"], r["cuda_graphs"]) for r in rows] == [
+        (batch, optimizer, graphs) for batch in (32, 64) for optimizer, graphs in (("SGD", False), ("LARS", False),
+                                                                                 ("LARS", True))]
+    assert all(len(r["epoch_seconds"]) == len(r["losses"]) == 2 and not r["diverged"] for r in rows)
     assert all(r["images_per_second"] > 0 for r in rows)
-    assert all((r["lars_over_sgd"] is None) == (r["optimizer"] == "SGD") for r in rows)
+    assert all((r["lars_over_sgd"] is None) == (r["optimizer"] == "SGD" or r["cuda_graphs"]) for r in rows)
+    assert all((r["graphs_over_eager"] is None) != r["cuda_graphs"] for r in rows)
+    for eager, graphs in zip(rows[1::3], rows[2::3]):  # the same LARS run, compiled: the same first loss,
+        assert graphs["losses"][0] == pytest.approx(eager["losses"][0], rel=1e-3)  # then bf16 round-off grows
+        assert graphs["losses"][1] == pytest.approx(eager["losses"][1], rel=0.05)
+    run = raw["run200"]
+    assert run["exit_status"] == 0 and run["epochs_done"] == 2 and run["final"]["test_top1"] is not None
+    assert run["settings_unlike_the_cpu_run"] == ["NUM_EPOCHS", "VALIDATION_SIZE", "WARMUP_EPOCHS"], \
+        "the dry run's sizes, and nothing else"
+    assert run["cpu"]["epochs"] == 200 and run["cpu"]["test_top1"] > 80, "the CPU run it stands beside"
     report = (out / "report.md").read_text()
     for heading in ("## CUDA tests", "## optimizer.step()", "## Training: configs/attempt2.py",
-                    "## Ghost BN against micro-batches"):
+                    "## Ghost BN against micro-batches", "## 200 epochs of the study's batch-128 LARS cell"):
         assert heading in report
     assert stdout.rstrip().endswith(report.rstrip().splitlines()[-1])
 
@@ -125,7 +138,7 @@ def test_a_diverged_run_is_reported_as_diverged_not_timed():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from gpu_check import training_row
 
-    cfg = types.SimpleNamespace(BATCH_SIZE=8192, WITH_LARS=False, MODEL="resnet50_imagenet")
+    cfg = types.SimpleNamespace(BATCH_SIZE=8192, WITH_LARS=False, MODEL="resnet50_imagenet", CUDA_GRAPHS=False)
     cpu = torch.device("cpu")
     # A non-finite loss ends the epoch at its first step: 0.04 s for "6 steps" is no speed.
     diverged = training_row(cfg, 6, [2.3, math.nan, math.nan], [0.75, 0.04, 0.04], cpu)

@@ -1,4 +1,5 @@
-"""The paths that exist for GPUs, run where CUDA is: LARS's step without host synchronisation,
+"""The paths that exist for GPUs, run where CUDA is: LARS's capturable step without host
+synchronisation, its default step against it and inside a CUDA graph capture, CUDA_GRAPHS,
 float16 with GradScaler, the compiled step, train.py end to end with AMP and channels-last and an
 exact resume, val.py reading a GPU checkpoint on the CPU, and torchrun with nccl. Skipped,
 with the reason, where CUDA is absent (`python -m pytest -m cuda` runs just these)."""
@@ -33,12 +34,15 @@ def params_with_grads(case, seed=0):
     return params
 
 
-@pytest.mark.parametrize("foreach", [False, True], ids=["single-tensor", "multi-tensor"])
+DEVICE_ONLY = {"single-tensor": {"foreach": False}, "multi-tensor, capturable": {"capturable": True}}
+
+
+@pytest.mark.parametrize("path", DEVICE_ONLY)
 @pytest.mark.parametrize("case", ["plain", "zero weight", "zero gradient"])
 @pytest.mark.parametrize("lr", [0.1, "tensor"])
-def test_a_lars_step_never_synchronises_with_the_host(foreach, case, lr):
+def test_a_capturable_or_single_tensor_lars_step_never_synchronises_with_the_host(path, case, lr):
     params = params_with_grads(case)
-    opt = LARS(params, lr=torch.tensor(0.1, device="cuda") if lr == "tensor" else lr, foreach=foreach, **HYPER)
+    opt = LARS(params, lr=torch.tensor(0.1, device="cuda") if lr == "tensor" else lr, **DEVICE_ONLY[path], **HYPER)
     opt.step()  # the first step creates the momentum buffers
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -48,6 +52,40 @@ def test_a_lars_step_never_synchronises_with_the_host(foreach, case, lr):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(torch.isfinite(p).all() for p in params)
+
+
+@pytest.mark.parametrize("case", ["plain", "zero weight", "zero gradient"])
+def test_the_default_step_which_reads_its_step_sizes_equals_the_capturable_one(case):
+    default_params, capturable_params = params_with_grads(case), params_with_grads(case)
+    default = LARS(default_params, lr=0.1, **HYPER)
+    capturable = LARS(capturable_params, lr=0.1, capturable=True, **HYPER)
+    for _ in range(3):
+        default.step()
+        capturable.step()
+    for p, q in zip(capturable_params, default_params):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
+
+
+def test_a_default_lars_step_captured_in_a_cuda_graph_replays_as_the_eager_step():
+    eager_params, graph_params = params_with_grads("plain"), params_with_grads("plain")
+    lr = torch.tensor(0.1, device="cuda")
+    eager, captured = LARS(eager_params, lr=0.1, **HYPER), LARS(graph_params, lr=lr, **HYPER)
+    eager.step()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # the first step, which creates the momentum buffers, outside the graph
+        captured.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # capturing: the step keeps its step sizes on the device by itself
+        captured.step()
+    for new_lr in (0.1, 0.05):
+        lr.fill_(new_lr)
+        eager.param_groups[0]["lr"] = new_lr
+        graph.replay()
+        eager.step()
+    for p, q in zip(eager_params, graph_params):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
 
 
 def small_model():
@@ -103,6 +141,19 @@ def test_the_compiled_step_matches_the_eager_step_on_cuda(foreach):
 
 
 # --- the scripts on a GPU ------------------------------------------------------------------------
+
+def test_train_py_with_cuda_graphs_trains_as_the_eager_run(gpu_run, cifar10_dir, tmp_path):
+    """CUDA_GRAPHS: the same epochs as the uninterrupted eager run, to float16 round-off (not
+    bit for bit: the compiled kernels round differently)."""
+    result = run_script("train.py", *GPU_RUN, "--cuda_graphs=True", f"--data_dir={cifar10_dir}",
+                        f"--checkpoint_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    eager = load_checkpoint(str(gpu_run / "withLars-256.pth"))["history"]
+    graphs = load_checkpoint(str(tmp_path / "withLars-256.pth"))["history"]
+    assert [r["epoch"] for r in graphs] == [r["epoch"] for r in eager]
+    for e, g in zip(eager, graphs):
+        assert g["train_loss"] == pytest.approx(e["train_loss"], rel=0.02), (e, g)
+
 
 GPU_RUN = ["--model=resnet20", "--train_subset=2048", "--batch_size=256", "--num_epochs=3", "--warmup_epochs=1",
            "--amp=True", "--channels_last=True", "--deterministic=True", "--with_lars=True", "--device=cuda",
