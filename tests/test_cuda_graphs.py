@@ -10,7 +10,7 @@ import torch
 import trainer as trainer_module
 from config import ConfigError, load_config, validate
 from data import load_cifar10
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, run_main
 from trainer import Trainer, refuse_cuda_graphs_off_cuda
 from utils import DeviceError, Process
 
@@ -52,6 +52,15 @@ def test_cuda_graphs_is_refused_where_it_cannot_run():
     with pytest.raises(DeviceError, match="CUDA_GRAPHS = True needs a CUDA device, and this run is on cpu"):
         refuse_cuda_graphs_off_cuda(load_config(["--cuda_graphs=True"]), torch.device("cpu"))
     refuse_cuda_graphs_off_cuda(load_config([]), torch.device("cpu"))
+
+
+def test_train_py_refuses_cuda_graphs_in_one_line_when_auto_finds_no_cuda(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    status, _, stderr = run_main("train.py", "--cuda_graphs=True", "--device=auto", f"--data_dir={tmp_path / 'none'}",
+                                 f"--checkpoint_dir={tmp_path / 'run'}", capsys=capsys)
+    assert status == 2 and stderr.strip() == ("error: CUDA_GRAPHS = True needs a CUDA device, and this run is on "
+                                              "cpu; set --cuda_graphs=False")
+    assert not (tmp_path / "run").exists()
 
 
 def test_without_cuda_graphs_the_trainer_runs_the_model_and_the_optimizer_as_they_are(data, tmp_path):
