@@ -39,10 +39,10 @@ shapes). ``capturable=True`` keeps everything on the device, as ``torch.optim``'
 name does, for a step captured in a CUDA graph (a step run while a graph is being captured does
 so by itself). Under ``torch.compile`` every setting runs the per-tensor loop, which the
 compiler fuses into one pass per tensor. Device-side paths read nothing on the host (zero norms
-are handled with ``torch.where``), and ``p.grad`` is never modified. Norms of float16 and bfloat16 tensors are accumulated in float32, whose range they
-need (a 300 x 300 gradient of entries 250 has norm 75,000 > float16's 65,504). ``lr`` may be a
-one-element tensor, as with ``torch.optim.SGD``, so that a compiled step does not recompile
-when it changes. A step that raises (a sparse gradient) changes nothing. With
+are handled with ``torch.where``), and ``p.grad`` is never modified. Norms of float16 and
+bfloat16 tensors are accumulated in float32, whose range they need (a 300 x 300 gradient of
+entries 250 has norm 75,000 > float16's 65,504). ``lr`` may be a one-element tensor, as with
+``torch.optim.SGD``, so that a compiled step does not recompile when it changes. A step that raises (a sparse gradient) changes nothing. With
 ``torch.amp.GradScaler``, ``scaler.step(optimizer)`` unscales the gradients before ``step()``
 runs, so the trust ratio sees true gradients, and a step with inf/nan gradients is skipped whole.
 
