@@ -258,12 +258,15 @@ def _multi_tensor_lars(params, grads, bufs, *, lr, momentum, weight_decay, trust
         if not adapt:
             s = _as_tensor(lr, ws[0]).expand(len(ws))
         update = _update_kind(device, capturable)
-        if update == "host scalars":
-            _update_with_host_scalars(ws, gs, vs, s.tolist(), momentum, weight_decay, nesterov)
-        elif update == "scalar lists":
-            _update_with_scalar_lists(ws, gs, vs, s.tolist(), momentum, weight_decay, nesterov)
-        else:
+        if update == "device":
             _update_with_foreach(ws, gs, vs, list(s.unbind()), momentum, weight_decay, nesterov)
+            continue
+        # A group that is not adapted with a Python LR has its step size on the host already: no read.
+        scalars = [lr] * len(ws) if not adapt and not isinstance(lr, torch.Tensor) else s.tolist()
+        if update == "host scalars":
+            _update_with_host_scalars(ws, gs, vs, scalars, momentum, weight_decay, nesterov)
+        else:
+            _update_with_scalar_lists(ws, gs, vs, scalars, momentum, weight_decay, nesterov)
 
 
 def _buckets(params, grads, bufs):
