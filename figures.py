@@ -83,7 +83,7 @@ def plot(results_dir, results):
 def plot_grid(results_dir, results):
     """lr_grid.png: final top-1 against peak LR (LARS: lr x tc), one curve per batch size (and
     recipe), SGD and LARS panels, diverged runs as crosses at their last accuracy; with a
-    validation split, validation solid and test dashed;
+    validation split, validation solid and test dashed with hollow markers;
     batch_size.png: best top-1 (mean and sd over seeds) against batch size, with the reference
     sweep's cells; steps.png: steps to the first two targets (50 % and 70 % unless SWEEP_TARGETS
     says otherwise) against batch size (mean over the best LR's seeds, where all reached it),
@@ -108,12 +108,13 @@ def plot_grid(results_dir, results):
                 continue
             ax.plot(x, [selection_top1(c) for c in runs], "-", color=colour, label=row_label(batch, recipe))
             if split == "validation":  # the test set beside what the LR was chosen on
-                ax.plot(x, [c["final_top1"] for c in runs], "--", color=colour, alpha=0.6)
+                # hollow markers, so that a cell with a single LR shows its test top-1 too
+                ax.plot(x, [c["final_top1"] for c in runs], "o--", color=colour, alpha=0.6, mfc="none")
             for xi, c in zip(x, runs):
                 ax.plot(xi, selection_top1(c), "x" if c["status"] == "diverged" else "o", color=colour)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("peak LR x trust coefficient" if with_lars else "peak LR")
-        solid = "solid: validation, dashed: test; " if split == "validation" else ""
+        solid = "solid: validation, dashed and hollow: test; " if split == "validation" else ""
         ax.set_title(f"{results['preset']}: {'LARS' if with_lars else 'SGD'}\n({solid}x: diverged)", fontsize=10)
         ax.grid(alpha=0.3)
         _legend(ax, fontsize=8, loc="best")
