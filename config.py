@@ -279,6 +279,7 @@ def _require(cfg, name, ok, allowed):
 # Help is read from the files themselves and imports no torch, so that it answers at once.
 
 HELP_FLAGS = ("-h", "--help")
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it; utils has the other statuses
 HELP_WIDTH = 100
 ROOT = os.path.dirname(os.path.abspath(hyperparams.__file__))
 
@@ -286,18 +287,34 @@ ROOT = os.path.dirname(os.path.abspath(hyperparams.__file__))
 def start_command(script_doc, argv):
     """What every command does first, before it imports torch (which takes seconds): answer
     -h/--help at once, end quietly when its output is closed early (``| head``: the default
-    action of SIGPIPE, as for any Unix tool), and end with one line on Ctrl-C until main() takes
-    over the signals (utils.handle_interrupts)."""
+    action of SIGPIPE, as for any Unix tool), and end with one line on Ctrl-C: at once while
+    torch loads, then through an exception once the command calls imports_done() (train.py and
+    sweep.py take over the signals instead: utils.handle_interrupts)."""
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job's stays ignored
-        signal.signal(signal.SIGINT, _interrupted_while_starting)
+        signal.signal(signal.SIGINT, _interrupted_while_importing)
     exit_with_help_if_asked(script_doc, argv)
 
 
-def _interrupted_while_starting(signum, frame):
+def imports_done():
+    """From now on Ctrl-C raises SystemExit, so that ``finally`` blocks still run (a file being
+    written atomically removes its temporary copy)."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
+        signal.signal(signal.SIGINT, _interrupted)
+
+
+def _interrupted_while_importing(signum, frame):
+    # An exception raised here can land inside torch's C++ initialisers, which cannot pass it on:
+    # the process aborts ("terminate called after throwing ...", SIGABRT). Nothing has been
+    # written yet, so leave without unwinding.
+    os.write(sys.stderr.fileno(), b"interrupted\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _interrupted(signum, frame):
     print("interrupted", file=sys.stderr)
-    sys.exit(130)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def exit_with_help_if_asked(script_doc, argv):

@@ -27,7 +27,7 @@ import torch
 import hyperparams
 from checkpoints import CheckpointError, NoCheckpointError, checkpoint_path, load_checkpoint, load_model_state
 from choosing import ResultsError, read_results
-from config import ConfigError, exit_with_help_if_asked, format_settings, load_config
+from config import ConfigError, exit_with_help_if_asked, format_settings, imports_done, load_config
 from data import DataError, TestSet, channel_stats, hold_out_validation, load_cifar10
 from diagnostics import format_tables, plot_layers
 from estimate import CPU_PRESETS, fits_the_cpu
@@ -95,6 +95,7 @@ def no_checkpoint_hint(cfg, argv, device):
 
 
 def main(argv):
+    imports_done()
     exit_with_help_if_asked(__doc__, argv)
     results_dir, argv = split_arg(argv, "results")
     if results_dir is not None:

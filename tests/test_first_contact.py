@@ -464,14 +464,39 @@ def test_a_results_table_piped_into_head_ends_quietly():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["train.py", "sweep.py", "val.py"])
-def test_ctrl_c_while_a_script_starts_is_one_line(script):
+@pytest.mark.parametrize("after", [0.5, 1.0])
+def test_ctrl_c_while_a_script_starts_is_one_line(script, after):
     process = subprocess.Popen([sys.executable, script, "--device=cpu"], cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, preexec_fn=default_ctrl_c)
-    time.sleep(0.5)  # importing torch, which takes seconds
+    time.sleep(after)  # while torch loads, which takes seconds
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     lines = stderr.splitlines()  # "interrupted" while torch loads; if it loaded already, main()'s line
     assert process.returncode == 130 and len(lines) == 1 and lines[0].startswith("interrupted"), stderr
+
+
+CTRL_C_IN_A_FINALLY = """
+import os, signal, sys
+import config
+config.start_command("doc", [])
+{switch}
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    signal.pause()
+finally:
+    print("unwound")
+"""
+
+
+@pytest.mark.parametrize("switch, unwinds", [("", False), ("config.imports_done()", True)])
+def test_ctrl_c_while_torch_loads_leaves_without_unwinding_and_afterwards_unwinds(switch, unwinds):
+    # An exception raised while torch's C++ initialisers run aborts the process (SIGABRT, seen in
+    # CI), so start_command's handler leaves at once; once the imports are done, `finally` blocks
+    # must run (a file written atomically removes its temporary copy)
+    result = subprocess.run([sys.executable, "-c", CTRL_C_IN_A_FINALLY.format(switch=switch)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, preexec_fn=default_ctrl_c)
+    assert result.returncode == 130 and result.stderr == "interrupted\n"
+    assert (result.stdout == "unwound\n") is unwinds
 
 
 def test_a_gpu_sized_sweep_on_a_cpu_is_announced_with_its_estimate_before_its_first_run(tmp_path, monkeypatch,
