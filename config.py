@@ -279,7 +279,6 @@ def _require(cfg, name, ok, allowed):
 # Help is read from the files themselves and imports no torch, so that it answers at once.
 
 HELP_FLAGS = ("-h", "--help")
-EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it; utils has the other statuses
 HELP_WIDTH = 100
 ROOT = os.path.dirname(os.path.abspath(hyperparams.__file__))
 
@@ -309,12 +308,12 @@ def _interrupted_while_importing(signum, frame):
     # the process aborts ("terminate called after throwing ...", SIGABRT). Nothing has been
     # written yet, so leave without unwinding.
     os.write(sys.stderr.fileno(), b"interrupted\n")
-    os._exit(EXIT_INTERRUPTED)
+    os._exit(130)  # utils.EXIT_INTERRUPTED (utils loads torch, config must not)
 
 
 def _interrupted(signum, frame):
     print("interrupted", file=sys.stderr)
-    sys.exit(EXIT_INTERRUPTED)
+    sys.exit(130)
 
 
 def exit_with_help_if_asked(script_doc, argv):

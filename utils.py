@@ -11,10 +11,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from config import EXIT_INTERRUPTED  # 130, Ctrl-C (SIGINT): config needs it before torch loads
-
 EXIT_BAD_INPUT = 2  # a setting, the data or the checkpoint directory cannot be used
 EXIT_DIVERGED = 3  # the loss became non-finite; the checkpoint records it
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it
 EXIT_TERMINATED = 143  # SIGTERM, what a cluster scheduler sends before it kills a preempted job
 
 
