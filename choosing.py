@@ -10,7 +10,7 @@ import statistics
 
 from checkpoints import CheckpointError, load_checkpoint
 from diagnostics import thinned
-from utils import evaluated
+from utils import evaluated, machines_so_far
 
 
 class ResultsError(RuntimeError):
@@ -43,7 +43,7 @@ def cell_summary(path, num_epochs):
         "time_to_train": history[-1]["time"] if history else 0.0,
         "steps_per_epoch": checkpoint.get("steps_per_epoch"),
         "hyperparams": checkpoint["hyperparams"], "history": history,
-        "machine": checkpoint.get("machine"),
+        "machines": machines_so_far(checkpoint),
         "layer_stats": thinned(checkpoint["layer_stats"]) if checkpoint.get("layer_stats", {}).get("steps") else None,
     }
 

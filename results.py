@@ -15,7 +15,7 @@ from choosing import (DONE, answer_rows, at_grid_edge, best_of_grid, chosen_on, 
                       recipe_ranking, reference_cells, reference_runs, steps_at_best_lr, table_rows, targets)
 from figures import plot, plot_grid, plot_layer_figures
 from significance import welch_interval
-from utils import format_accuracy, format_duration, write_atomically
+from utils import format_accuracy, format_duration, machines_so_far, without_epoch, write_atomically
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -44,8 +44,11 @@ def markdown(results):
     lines += _grid_tables(results, machines) if results.get("grid") else _original_tables(results, machines)
     for machine, label in machines.items():
         m = json.loads(machine)
-        lines.append(f"{label}Machine: {m['cpu']}, {m['cores']} cores, device {m['device']} "
+        lines.append(f"{f'({label}) ' if label else ''}Machine: {m['cpu']}, {m['cores']} cores, device {m['device']} "
                      f"({m['accelerator']}), {m['processes']} process(es), torch {m['torch']}.")
+    if any(len(machines_so_far(c)) > 1 for c in results["cells"]):
+        lines.append("A time with more than one label: the run moved between machines; results.json gives the "
+                     "epoch from which each trained it.")
     trained = [c for c in results["cells"] if c["status"] in DONE]
     lines.append(f"{len(trained)} runs, {format_duration(sum(c['time_to_train'] for c in trained))} "
                  "of training in all.")
@@ -131,9 +134,9 @@ def _accuracy(cell, key="final_top1"):
 
 
 def _time(cell, machines, seconds=None):
-    label = machines[_machine_key(cell)].strip() if cell.get("machine") else ""
+    labels = [machines[_machine_key(m)] for m in machines_so_far(cell)]
     seconds = cell["time_to_train"] if seconds is None else seconds
-    return f"{format_duration(seconds)} {label}".rstrip()
+    return f"{format_duration(seconds)} ({', '.join(labels)})" if any(labels) else format_duration(seconds)
 
 
 def _lr_label(cell):
@@ -320,12 +323,12 @@ def steps_cell(steps, target):
 
 def _machine_labels(cells):
     """Each machine the cells ran on (as JSON) -> its label: "" for a single machine, else
-    "(a) ", "(b) ", ..., which the table puts after each time, as times differ by machine."""
-    machines = sorted({_machine_key(c) for c in cells if c.get("machine")})
+    "a", "b", ..., which the table puts after each time, as times differ by machine."""
+    machines = sorted({_machine_key(m) for c in cells for m in machines_so_far(c)})
     if len(machines) == 1:
         return {machines[0]: ""}
-    return {m: f"({chr(ord('a') + i)}) " for i, m in enumerate(machines)}
+    return {m: chr(ord('a') + i) for i, m in enumerate(machines)}
 
 
-def _machine_key(cell):
-    return json.dumps(cell["machine"], sort_keys=True)
+def _machine_key(machine):
+    return json.dumps(without_epoch(machine), sort_keys=True)

@@ -22,7 +22,7 @@ from ghost_bn import use_ghost_batch_norm
 from lars import LARS
 from models import build_model
 from scheduler import GradualWarmupScheduler, MultiStepDecay, PolynomialLRDecay
-from utils import DeviceError, describe_machine, format_accuracies, format_duration, plural
+from utils import DeviceError, add_machine, describe_machine, format_accuracies, format_duration, machines_so_far, plural
 
 ESTIMATE_AFTER_STEPS = 10  # steps of the first epoch after which the run's length is estimated
 
@@ -111,6 +111,8 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.AMP and device.type == "cuda")
         self.epoch, self.history, self.diverged = 0, [], False
+        self.machine = describe_machine(device, process.world_size)
+        self.machines = [{"from_epoch": 1, **self.machine}]  # resume() adds another machine
         self.stats = LayerStats(self.model, self.optimizer, cfg.LAYER_STATS_EVERY)
         self.network = self.model
         if cfg.CUDA_GRAPHS:
@@ -136,7 +138,7 @@ class Trainer:
                 "steps_per_epoch": self.steps_per_epoch, "layer_stats": self.stats.records,
                 "normalisation": {"mean": self.data_mean, "std": self.data_std},
                 "hyperparams": constants(self.cfg),
-                "machine": describe_machine(self.device, self.process.world_size)}
+                "machines": self.machines}
 
     def save(self):
         if self.process.is_main:
@@ -153,6 +155,7 @@ class Trainer:
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.epoch, self.history = checkpoint["epoch"], checkpoint["history"]
         self.stats.records = checkpoint.get("layer_stats") or self.stats.records
+        self.machines = add_machine(machines_so_far(checkpoint), self.machine, self.epoch + 1)
 
     # --- training ---
 

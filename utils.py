@@ -1,6 +1,7 @@
 """Shared by train.py, val.py and sweep.py: devices and processes, signals and exit statuses,
 files written atomically, reporting."""
 
+import itertools
 import math
 import os
 import platform
@@ -106,12 +107,43 @@ def describe_machine(device, world_size):
 
 
 def _cpu_model():
+    """The CPU's name, with its family and model numbers where Linux gives them: CPUs sold under
+    one name (a cloud's "AMD EPYC") differ in speed by a factor of two."""
     try:
         with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        return names[0] if names else platform.processor()
+            first_cpu = itertools.takewhile(str.strip, f)  # up to the blank line after it
+            fields = dict(_cpuinfo_field(line) for line in first_cpu if ":" in line)
     except OSError:
         return platform.processor()
+    name = fields.get("model name") or platform.processor()
+    if "cpu family" in fields and "model" in fields:
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
+def _cpuinfo_field(line):
+    key, value = line.split(":", 1)
+    return key.strip(), value.strip()
+
+
+def machines_so_far(record):
+    """The machines a run trained on, from its checkpoint or its results cell: each machine with
+    ``from_epoch``, the first epoch it trained. A record written before runs listed their
+    machines names only the one that saved it last, from an epoch unknown (None)."""
+    if record.get("machines"):
+        return record["machines"]
+    return [{"from_epoch": None, **record["machine"]}] if record.get("machine") else []
+
+
+def add_machine(machines, machine, from_epoch):
+    """``machines`` with ``machine`` added from ``from_epoch`` on, unless it is the last one."""
+    if machines and without_epoch(machines[-1]) == machine:
+        return machines
+    return [*machines, {"from_epoch": from_epoch, **machine}]
+
+
+def without_epoch(machine):
+    return {key: value for key, value in machine.items() if key != "from_epoch"}
 
 
 def set_threads(num_threads):

@@ -61,7 +61,7 @@ import trainer as trainer_module  # noqa: E402
 from checkpoints import checkpoint_path, load_checkpoint  # noqa: E402
 from config import OPERATIONAL_SETTINGS  # noqa: E402
 from trainer import Trainer  # noqa: E402
-from utils import EXIT_BAD_INPUT, Process, fail  # noqa: E402
+from utils import EXIT_BAD_INPUT, Process, fail, machines_so_far  # noqa: E402
 
 ATTEMPT2 = os.path.join(ROOT, "configs", "attempt2.py")
 CPU_SWEEP = os.path.join(ROOT, "configs", "cpu_sweep.py")  # the 200-epoch study's model and protocol
@@ -308,7 +308,7 @@ def run200(check, data_dir, out, seconds_left):
             "seconds_per_epoch": round(saved["history"][-1]["time"] / len(saved["history"]), 2) if saved["history"] else None,
             "final": {"epoch": last.get("epoch"), "val_top1": last.get("val_acc"), "test_top1": last.get("test_acc")},
             "cpu": {"epochs": cpu["epochs_done"], "time_to_train": round(cpu["time_to_train"]), "peak_lr": cpu["peak_lr"],
-                    "val_top1": cpu["final_val_top1"], "test_top1": cpu["final_top1"], "machine": cpu["machine"]}}
+                    "val_top1": cpu["final_val_top1"], "test_top1": cpu["final_top1"], "machines": machines_so_far(cpu)}}
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -358,6 +358,7 @@ def report(raw):
                   "(the whole output: tests.log)", ""]
     if "run200" in raw:
         r, cpu = raw["run200"], raw["run200"]["cpu"]
+        cpu_names = " then ".join(m["cpu"] for m in cpu["machines"]) or "CPU"
         lines += ["## 200 epochs of the study's batch-128 LARS cell", "",
                   f"`{r['command']}` (log: run200.log): exit status {r['exit_status']}; settings unlike the CPU "
                   f"run's: {', '.join(r['settings_unlike_the_cpu_run']) or 'none'}.", "",
@@ -366,7 +367,7 @@ def report(raw):
                   f"{r['final']['test_top1']} |",
                   f"| this device, {r['seconds_per_epoch']} s an epoch x {cpu['epochs']} (extrapolated) | | "
                   f"{round(r['seconds_per_epoch'] * cpu['epochs']) if r['seconds_per_epoch'] else '-'} | | |",
-                  f"| CPU run (results/study200, peak LR {cpu['peak_lr']}, {cpu['machine'].get('cpu', 'CPU')}) | "
+                  f"| CPU run (results/study200, peak LR {cpu['peak_lr']}, {cpu_names}) | "
                   f"{cpu['epochs']} | {cpu['time_to_train']} | {cpu['val_top1']} | {cpu['test_top1']} |", ""]
     lines += [f"Part times, s: {', '.join(f'{k} {v}' for k, v in raw['seconds'].items())}."]
     if raw["errors"]:

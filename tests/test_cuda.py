@@ -178,7 +178,7 @@ def test_train_py_on_a_gpu_resumes_exactly_and_val_py_reads_its_checkpoint_on_th
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected = load_checkpoint(str(gpu_run / "withLars-256.pth"))
     got = load_checkpoint(str(tmp_path / "withLars-256.pth"))
-    assert expected["machine"]["device"].startswith("cuda") and expected["scaler"]["scale"] > 0
+    assert expected["machines"][-1]["device"].startswith("cuda") and expected["scaler"]["scale"] > 0
     assert [(r["test_acc"], r["train_loss"]) for r in got["history"]] == \
         [(r["test_acc"], r["train_loss"]) for r in expected["history"]]
     for name, tensor in expected["model"].items():
@@ -206,7 +206,7 @@ def test_torchrun_with_nccl_equals_the_single_process_run(gpu_run, cifar10_dir, 
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     alone = load_checkpoint(str(single / "withLars-256.pth"))
     distributed = load_checkpoint(str(tmp_path / "ddp" / "withLars-256.pth"))
-    assert distributed["machine"]["processes"] == processes
+    assert distributed["machines"][-1]["processes"] == processes
     for name, tensor in alone["model"].items():
         if "running" in name or "num_batches" in name:
             continue

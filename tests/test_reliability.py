@@ -16,6 +16,10 @@ from config import load_config
 from data import CACHE_NAME
 from sweep import sweep_lock_path
 from checkpoints import CheckpointError, checkpoint_path, load_checkpoint, lock_path, save_checkpoint
+from choosing import cell_summary
+from data import load_cifar10
+from trainer import Trainer
+from utils import Process
 
 RUN = ["--model=resnet20", "--batch_size=32", "--num_epochs=4", "--warmup_epochs=1",
        "--with_lars=True", "--num_threads=1", "--layer_stats_every=4"]
@@ -64,6 +68,37 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run_bit_for_bit(folder, tm
     expected_buffers = expected_checkpoint["optimizer"]["state"]
     for key, state in checkpoint["optimizer"]["state"].items():
         assert torch.equal(state["momentum_buffer"], expected_buffers[key]["momentum_buffer"])
+
+
+@pytest.mark.slow
+def test_a_run_resumed_on_another_machine_records_each_machine_from_the_epoch_it_took_over(folder, tmp_path,
+                                                                                           monkeypatch):
+    import trainer as trainer_module
+    data, cpu, threads = load_cifar10(folder), torch.device("cpu"), torch.get_num_threads()
+    here = trainer_module.describe_machine(cpu, 1)
+    elsewhere = {**here, "cpu": "another CPU"}
+
+    def train_to(epochs, resumed_from=None):
+        trainer = Trainer(load_config(train_args(folder, tmp_path, f"--num_epochs={epochs}")), Process(), cpu, data)
+        if resumed_from is not None:
+            trainer.resume(resumed_from)
+        assert trainer.run()
+        return trainer.state()
+
+    try:
+        first = train_to(1)
+        assert first["machines"] == [{"from_epoch": 1, **here}]
+        same_machine = train_to(2, first)
+        assert same_machine["machines"] == first["machines"], "the same machine: listed once"
+        monkeypatch.setattr(trainer_module, "describe_machine", lambda device, world_size: elsewhere)
+        moved = train_to(3, same_machine)
+        assert moved["machines"] == [{"from_epoch": 1, **here}, {"from_epoch": 3, **elsewhere}]
+        assert cell_summary(checkpoint_path(load_config(train_args(folder, tmp_path))), 3)["machines"] == moved["machines"]
+        legacy = {key: value for key, value in first.items() if key != "machines"} | {"machine": here}
+        assert train_to(2, legacy)["machines"] == [{"from_epoch": None, **here}, {"from_epoch": 2, **elsewhere}], \
+            "a checkpoint from before machines were listed: where its first epochs ran is unknown"
+    finally:
+        torch.set_num_threads(threads)
 
 
 KILL_DURING_SAVE = """

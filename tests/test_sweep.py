@@ -161,7 +161,7 @@ def test_precise_bn_is_a_no_op_without_batch_norm(folder, monkeypatch):
     assert changed == set()
 
 
-def test_times_from_different_machines_are_labelled_with_their_machine():
+def test_times_from_different_machines_are_labelled_with_their_machines():
     def cell(batch_size, cpu):
         machine = {"cpu": cpu, "cores": 2, "device": "cpu", "accelerator": "none", "processes": 1, "torch": "2"}
         return {"batch_size": batch_size, "with_lars": False, "status": "finished", "final_top1": 50.0,
@@ -171,6 +171,12 @@ def test_times_from_different_machines_are_labelled_with_their_machine():
     text = markdown(results)
     assert [row[3] for row in table_rows(text)] == ["1m 00s (b)", "1m 00s (a)"]
     assert "(a) Machine: EPYC," in text and "(b) Machine: Xeon," in text
+    assert "moved between machines" not in text
+    moved = cell(512, "Xeon")
+    moved["machines"] = [{"from_epoch": 1, **moved.pop("machine")}, {"from_epoch": 5, **cell(0, "EPYC")["machine"]}]
+    text = markdown({**results, "cells": [*results["cells"], moved]})
+    assert [row[3] for row in table_rows(text)] == ["1m 00s (b)", "1m 00s (a)", "1m 00s (b, a)"]
+    assert "the run moved between machines; results.json gives the epoch from which each trained it" in text
     results["cells"][1] = cell(256, "Xeon")
     text = markdown(results)
     assert [row[3] for row in table_rows(text)] == ["1m 00s", "1m 00s"] and "\nMachine: Xeon," in text
