@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import torch
 
 from figures import plot
 from results import markdown
-from tests.conftest import ROOT, NoBatchNorm, kill_when, make_image_folder, run_script
+from tests.conftest import ROOT, NoBatchNorm, kill_when, make_image_folder, run_main, run_script, train_in_process
 from trainer import Trainer
 from config import load_config
 from data import load_cifar10
@@ -24,6 +25,16 @@ CELLS = ["--sweep_batch_sizes=[16, 32]", "--sweep_with_lars=[False]", "--model=r
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("sweep") / "data", per_class_train=64, per_class_test=10)
+
+
+@pytest.fixture(scope="module")
+def swept(folder, tmp_path_factory):
+    """The two cells swept for an epoch each, as a user runs it: the folder of its checkpoints
+    (ck/) and results (results/default/), which the tests below leave as they are."""
+    root = tmp_path_factory.mktemp("swept")
+    first = run_script("sweep.py", *sweep_args(folder, root, "--num_epochs=1"))
+    assert first.returncode == 0, first.stderr
+    return root
 
 
 def sweep_args(folder, tmp_path, *extra):
@@ -47,20 +58,17 @@ def table_rows(text):
 
 
 @pytest.mark.slow
-def test_sweep_runs_each_cell_once_and_writes_matching_tables_and_figures(folder, tmp_path):
-    args = sweep_args(folder, tmp_path, "--num_epochs=1")
-    first = run_script("sweep.py", *args)
-    assert first.returncode == 0, first.stderr
-    results = read(tmp_path, "default")
+def test_sweep_runs_each_cell_once_and_writes_matching_tables_and_figures(folder, swept, tmp_path):
+    results = read(swept, "default")
     assert [(c["batch_size"], c["status"]) for c in results["cells"]] == [(16, "finished"), (32, "finished")]
     for name in ("results.md", "accuracy.png", "batch_size.png"):
-        assert os.path.getsize(tmp_path / "results" / "default" / name) > 0
+        assert os.path.getsize(swept / "results" / "default" / name) > 0
     both = {**results, "cells": results["cells"] + [{**c, "with_lars": True} for c in results["cells"]]}
     plot(str(tmp_path / "both"), both)  # the same figure with a LARS panel beside
-    single, double = (png_width(tmp_path / d / "accuracy.png") for d in ("results/default", "both"))
+    single, double = (png_width(d / "accuracy.png") for d in (swept / "results" / "default", tmp_path / "both"))
     assert single < 0.75 * double, "SGD cells only: one panel"
 
-    text = (tmp_path / "results" / "default" / "results.md").read_text()
+    text = (swept / "results" / "default" / "results.md").read_text()
     assert text == markdown(results)
     rows = table_rows(text)
     assert [r[0] for r in rows] == ["16", "32"]
@@ -69,10 +77,10 @@ def test_sweep_runs_each_cell_once_and_writes_matching_tables_and_figures(folder
         assert float(row[2]) == pytest.approx(cell["final_top1"], abs=0.005)
         assert cell["final_top1"] == cell["history"][-1]["test_acc"]
 
-    again = run_script("sweep.py", *args)
+    again = run_script("sweep.py", *sweep_args(folder, swept, "--num_epochs=1"))
     assert again.returncode == 0
     assert again.stdout.count("skipped") == 2 and "train.py" not in again.stdout
-    assert read(tmp_path, "default")["cells"] == results["cells"]
+    assert read(swept, "default")["cells"] == results["cells"]
 
 
 @pytest.mark.slow
@@ -183,27 +191,27 @@ def test_times_from_different_machines_are_labelled_with_their_machines():
 
 
 @pytest.mark.slow
-def test_val_prints_a_results_folders_tables(folder, tmp_path):
-    assert run_script("sweep.py", *sweep_args(folder, tmp_path, "--num_epochs=1", "--sweep_batch_sizes=[16]")).returncode == 0
-    shown = run_script("val.py", f"--results={tmp_path / 'results' / 'default'}")
+def test_val_prints_a_results_folders_tables(swept, tmp_path):
+    shown = run_script("val.py", f"--results={swept / 'results' / 'default'}")
     assert shown.returncode == 0
-    assert shown.stdout == (tmp_path / "results" / "default" / "results.md").read_text()
+    assert shown.stdout == (swept / "results" / "default" / "results.md").read_text()
     missing = run_script("val.py", f"--results={tmp_path / 'nowhere'}")
     assert missing.returncode == 1 and missing.stderr.startswith("error: no readable results")
 
 
 @pytest.mark.slow
-def test_cells_recorded_in_results_json_are_not_run_again_without_checkpoints(folder, tmp_path):
-    args = sweep_args(folder, tmp_path, "--num_epochs=1")
-    assert run_script("sweep.py", *args).returncode == 0
+def test_cells_recorded_in_results_json_are_not_run_again_without_checkpoints(folder, swept, tmp_path, monkeypatch,
+                                                                             capsys):
+    shutil.copytree(swept / "results", tmp_path / "results")  # a new machine: the committed results, no checkpoints
     recorded = read(tmp_path, "default")["cells"]
-    import shutil
-    shutil.rmtree(tmp_path / "ck")  # a new machine: the committed results, no checkpoints
-    again = run_script("sweep.py", *args)
-    assert again.returncode == 0 and again.stdout.count("skipped") == 2
+    args = sweep_args(folder, tmp_path, "--num_epochs=1")
+    train_in_process(monkeypatch)  # the sweeps and their runs in this process, no interpreter each
+    status, out, _ = run_main("sweep.py", *args, capsys=capsys)
+    assert status == 0 and out.count("skipped") == 2
     assert read(tmp_path, "default")["cells"] == recorded
-    changed = run_script("sweep.py", *args, "--seed=1", "--sweep_batch_sizes=[16]")
-    assert "train.py" in changed.stdout, "different settings: the cell runs again"
+    assert run_main("sweep.py", *args, "--seed=1", "--sweep_batch_sizes=[16]", capsys=capsys)[0] == 0
+    (rerun,) = [c for c in read(tmp_path, "default")["cells"] if c["hyperparams"]["SEED"] == 1]
+    assert rerun["status"] == "finished" and rerun["batch_size"] == 16, "different settings: the cell runs again"
 
 
 def test_accuracy_figures_mark_every_epoch_and_keep_the_legend_off_the_curves():
