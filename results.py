@@ -47,8 +47,9 @@ def markdown(results):
         lines.append(f"{f'({label}) ' if label else ''}Machine: {m['cpu']}, {m['cores']} cores, device {m['device']} "
                      f"({m['accelerator']}), {m['processes']} process(es), torch {m['torch']}.")
     if any(len(machines_so_far(c)) > 1 for c in results["cells"]):
-        lines.append("A time with more than one label: the run moved between machines; results.json gives the "
-                     "epoch from which each trained it.")
+        lines.append("A time with more than one label: the run trained under more than one machine description "
+                     "(another machine, or the same one: older records name a CPU without its family and "
+                     "model); results.json gives the epoch from which each trained it.")
     trained = [c for c in results["cells"] if c["status"] in DONE]
     lines.append(f"{len(trained)} runs, {format_duration(sum(c['time_to_train'] for c in trained))} "
                  "of training in all.")
