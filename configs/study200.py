@@ -21,7 +21,7 @@ SWEEP_REFERENCE = "results/recipe"  # the 20-epoch runs of the same recipes, LRs
 grids = {
     (128, False): {"calibration": [0.1], "no_zero_init": [0.4, 0.2, 0.1, 0.05]},
     (128, True): {"no_zero_init": [0.01, 0.005, 0.02, 0.0025]},
-    (8192, False): {"original": [0.1, 0.05, 0.2, 0.4], "no_zero_init": [0.4, 0.2, 0.8, 1.6, 0.1]},
+    (8192, False): {"original": [0.1, 0.05, 0.2, 0.4], "no_zero_init": [0.4, 0.2, 0.8, 1.6, 3.2, 0.1]},
     (8192, True): {"no_zero_init": [0.02, 0.01, 0.04, 0.08, 0.16]},
 }
 extra_seeds = {"no_zero_init": [1, 2], "original": [1], "calibration": []}
